@@ -1,0 +1,257 @@
+"""Every training setting in one dataclass: defaults, YAML files, ``--set key=value`` overrides.
+
+``None`` in a model-dependent field (learning rates, betas, n_critic) means "the model's
+default from ``models.MODELS``"; ``resolve()`` fills them in, and the resolved config is what a
+run writes to ``config.yaml`` and into every snapshot.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from dataclasses import dataclass, field, fields
+
+import yaml
+
+from paddle_gan_kit.errors import GanKitError
+
+SUPPORTED_SIZES_HINT = "28, 32, 64, 96, 128, 256 (any s0*2^k with s0 in 4..7, k >= 2)"
+
+
+@dataclass
+class TrainConfig:
+    """A training run's settings. Each field has a one-line comment: meaning, unit, source."""
+
+    # --- what to train -------------------------------------------------------------------
+    model: str = "dcgan"  # "dcgan" or "wgan_gp" (see models.MODELS)
+    size: int = 64  # image side in pixels: s0*2^k, s0 in 4..7 (28, 32, 64, 96, 128, 256)
+    channels: typing.Optional[int] = None  # 1 or 3; None infers it from the data
+    # None: the embedded procedural gems; "builtin:mnist", "builtin:fashion_mnist";
+    # a prepared data_prep directory, an .npy array (N,H,W,C) uint8, an image folder, a zip/tar
+    data: typing.Optional[str] = None
+    gems_count: int = 8192  # images in the embedded gem dataset (generated once, cached)
+    fit: str = "crop"  # how --data images are fitted to the square: crop, pad or stretch
+    out: typing.Optional[str] = None  # run directory; None: runs/<model>_<size>
+
+    # --- architecture --------------------------------------------------------------------
+    z_dim: int = 100  # latent size; 100 as in DCGAN (Radford et al. 2015)
+    z_dist: str = "normal"  # latent prior: "normal" N(0, 1) or "uniform" U(-1, 1)
+    g_channels: int = 64  # generator width at the last upsampling stage (DCGAN's ngf)
+    d_channels: int = 64  # discriminator/critic width at its first conv (DCGAN's ndf)
+    max_channels: int = 512  # cap on the widest stage (the DCGAN paper's 1024 is 16x the cost)
+    critic_norm: str = "layer"  # WGAN-GP critic norm: "layer" (paper), "instance" or "none"
+
+    # --- optimisation --------------------------------------------------------------------
+    steps: int = 10000  # total generator updates of the run; --resume continues up to this
+    batch_size: int = 64  # images per discriminator/critic update
+    lr_g: typing.Optional[float] = None  # Adam lr of G; None: 2e-4 DCGAN, 1e-4 WGAN-GP
+    lr_d: typing.Optional[float] = None  # Adam lr of D/critic; same defaults as lr_g
+    beta1: typing.Optional[float] = None  # Adam beta1; None: 0.5 DCGAN, 0.0 WGAN-GP paper
+    beta2: typing.Optional[float] = None  # Adam beta2; None: 0.999 DCGAN, 0.9 WGAN-GP paper
+    n_critic: typing.Optional[int] = None  # D/critic updates per G update; None: 1 / 5
+    gp_weight: float = 10.0  # gradient penalty weight lambda (Gulrajani et al. 2017)
+    label_smoothing: float = 0.0  # one-sided: real target 1 - this (Salimans et al. 2016: 0.1)
+    ema_decay: float = 0.0  # EMA of G's weights per step (0 = off; 0.999 is common)
+    seed: int = 0  # seeds weights, noise and data order; a run is reproducible from it
+    device: str = "auto"  # "auto" (GPU when Paddle has CUDA and a GPU), "gpu" or "cpu"
+
+    # --- outputs (steps are generator updates) ------------------------------------------
+    snapshot_every: int = 500  # write a complete snapshot every this many steps
+    keep_snapshots: int = 3  # how many recent snapshots to keep
+    sample_every: int = 250  # sample grid + losses.png every this many steps
+    n_samples: int = 64  # images in the fixed-noise sample grid
+    log_every: int = 25  # read losses back and log them every this many steps
+
+    def resolve(self) -> "TrainConfig":
+        """A copy with model defaults filled in and ``out`` set; validates every field."""
+        from paddle_gan_kit.models import MODELS
+
+        validate(self)
+        spec = MODELS[self.model]
+        values = dataclasses.asdict(self)
+        for key, default in spec.defaults.items():
+            if values[key] is None:
+                values[key] = default
+        if values["out"] is None:
+            values["out"] = f"runs/{self.model}_{self.size}"
+        resolved = TrainConfig(**values)
+        validate(resolved)
+        return resolved
+
+    def to_dict(self) -> dict:
+        """Plain dict of every field (YAML- and pickle-friendly)."""
+        return dataclasses.asdict(self)
+
+
+# Keys a resumed run may change; every other key must equal the run's own.
+RESUMABLE_KEYS = frozenset(
+    {"steps", "snapshot_every", "keep_snapshots", "sample_every", "log_every", "device", "out"}
+)
+
+_CHOICES = {
+    "z_dist": ("normal", "uniform"),
+    "critic_norm": ("layer", "instance", "none"),
+    "device": ("auto", "gpu", "cpu"),
+    "fit": ("crop", "pad", "stretch"),
+}
+
+
+def field_names() -> list[str]:
+    """Names of every config key."""
+    return [f.name for f in fields(TrainConfig)]
+
+
+def _field_type(name: str):
+    hints = typing.get_type_hints(TrainConfig)
+    tp = hints[name]
+    optional = False
+    if typing.get_origin(tp) is typing.Union:
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        optional = True
+        tp = args[0]
+    return tp, optional
+
+
+def coerce(name: str, value):
+    """Check ``value`` against the type of key ``name`` (int -> float allowed)."""
+    if name not in field_names():
+        raise GanKitError(unknown_key_message(name))
+    tp, optional = _field_type(name)
+    if value is None:
+        if optional:
+            return None
+        raise GanKitError(f"config key '{name}' cannot be null; give a {tp.__name__}")
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, float) and isinstance(value, str):
+        # YAML 1.1 reads "1e-4" (no dot) as a string; accept numbers written that way
+        try:
+            number = float(value)
+        except ValueError:
+            pass
+        else:
+            if tp is float:
+                return number
+            if number.is_integer() and "." not in value:
+                return int(number)
+    if tp is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
+        raise GanKitError(
+            f"config key '{name}' must be {tp.__name__}, got {value!r} "
+            f"({type(value).__name__}); e.g. --set {name}={_example(tp)}"
+        )
+    return value
+
+
+def _example(tp) -> str:
+    return {int: "64", float: "0.0002", str: "text", bool: "true"}.get(tp, "...")
+
+
+def unknown_key_message(name: str) -> str:
+    """One line naming the unknown key, a close match if any, and the valid keys."""
+    names = field_names()
+    close = difflib.get_close_matches(name, names, n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    return f"unknown config key '{name}'{hint}; valid keys: {', '.join(names)}"
+
+
+def parse_size(size: int) -> tuple[int, int]:
+    """Split an image side into ``(s0, k)`` with size = s0 * 2**k, 4 <= s0 <= 7, k >= 2."""
+    if isinstance(size, int) and size >= 16:
+        s0, k = size, 0
+        while s0 % 2 == 0 and s0 > 7:
+            s0 //= 2
+            k += 1
+        if 4 <= s0 <= 7 and k >= 2:
+            return s0, k
+    raise GanKitError(f"unsupported size {size!r}; use one of {SUPPORTED_SIZES_HINT}")
+
+
+def validate(cfg: TrainConfig) -> None:
+    """Raise ``GanKitError`` naming the first invalid key and its allowed values."""
+    from paddle_gan_kit.models import MODELS
+
+    for f in fields(TrainConfig):
+        coerce(f.name, getattr(cfg, f.name))
+    if cfg.model not in MODELS:
+        raise GanKitError(f"unknown model '{cfg.model}'; choose one of: {', '.join(MODELS)}")
+    parse_size(cfg.size)
+    for key, allowed in _CHOICES.items():
+        if getattr(cfg, key) not in allowed:
+            raise GanKitError(
+                f"config key '{key}' is {getattr(cfg, key)!r}; allowed: {', '.join(allowed)}"
+            )
+    if cfg.channels not in (None, 1, 3):
+        raise GanKitError(f"channels is {cfg.channels}; use 1 (grayscale), 3 (RGB) or leave it unset")
+    positive = ["z_dim", "g_channels", "d_channels", "max_channels", "batch_size", "steps",
+                "snapshot_every", "keep_snapshots", "sample_every", "n_samples", "log_every",
+                "gems_count"]
+    for key in positive:
+        if getattr(cfg, key) < 1:
+            raise GanKitError(f"config key '{key}' must be >= 1, got {getattr(cfg, key)}")
+    if cfg.n_critic is not None and cfg.n_critic < 1:
+        raise GanKitError(f"n_critic must be >= 1, got {cfg.n_critic}")
+    if not 0.0 <= cfg.label_smoothing < 0.5:
+        raise GanKitError(f"label_smoothing must be in [0, 0.5), got {cfg.label_smoothing}")
+    if not 0.0 <= cfg.ema_decay < 1.0:
+        raise GanKitError(f"ema_decay must be in [0, 1), got {cfg.ema_decay}")
+    for key in ("lr_g", "lr_d"):
+        value = getattr(cfg, key)
+        if value is not None and not value > 0:
+            raise GanKitError(f"{key} must be > 0, got {value}")
+    for key in ("beta1", "beta2"):
+        value = getattr(cfg, key)
+        if value is not None and not 0.0 <= value < 1.0:
+            raise GanKitError(f"{key} must be in [0, 1), got {value}")
+    if cfg.gp_weight < 0:
+        raise GanKitError(f"gp_weight must be >= 0, got {cfg.gp_weight}")
+
+
+def load_yaml(path: str) -> dict:
+    """Read a YAML mapping of config keys; unknown keys and wrong types are errors."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except FileNotFoundError:
+        raise GanKitError(f"config file {path} does not exist; check the path (see configs/)") from None
+    except yaml.YAMLError as exc:
+        line = getattr(getattr(exc, "problem_mark", None), "line", None)
+        where = f" at line {line + 1}" if line is not None else ""
+        raise GanKitError(f"config file {path} is not valid YAML{where}; fix its syntax") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise GanKitError(f"config file {path} must hold a mapping of key: value lines")
+    return {key: coerce(key, value) for key, value in data.items()}
+
+
+def parse_set(items: typing.Iterable[str]) -> dict:
+    """Parse ``key=value`` strings (values read as YAML scalars: 1e-4, true, null, text)."""
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise GanKitError(f"--set expects key=value, got '{item}'; e.g. --set lr_g=0.0001")
+        key, raw = item.split("=", 1)
+        key = key.strip().replace("-", "_")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            value = raw
+        out[key] = coerce(key, value)
+    return out
+
+
+def build_config(base: typing.Optional[dict] = None, **overrides) -> TrainConfig:
+    """A ``TrainConfig`` from a dict plus keyword overrides, with type checks."""
+    values = {}
+    for source in (base or {}), overrides:
+        for key, value in source.items():
+            values[key] = coerce(key, value)
+    return TrainConfig(**values)
+
+
+def save_yaml(cfg: TrainConfig, path: str) -> None:
+    """Write the config as YAML, keys in declaration order."""
+    with open(path, "w", encoding="utf-8") as f:
+        yaml.safe_dump(cfg.to_dict(), f, sort_keys=False)

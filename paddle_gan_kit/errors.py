@@ -1,0 +1,46 @@
+"""The one exception type for mistakes a user can make (bad flags, missing data, ...).
+
+The command-line tools print it as one line, ``error: <message>``, and exit with code 2;
+programming errors stay ordinary tracebacks.
+"""
+from __future__ import annotations
+
+import functools
+import sys
+
+
+class GanKitError(Exception):
+    """A user error; the message names the problem and the fix in one line."""
+
+
+def user_error_types() -> tuple[type[BaseException], ...]:
+    """Exception types printed as one-line user errors (ours and data_prep's)."""
+    types: list[type[BaseException]] = [GanKitError]
+    try:
+        from data_prep.errors import DataPrepError
+    except ImportError:  # data_prep ships with this package; tolerate a partial checkout
+        pass
+    else:
+        types.append(DataPrepError)
+    try:
+        from paddle_gan_kit.metrics import MetricsError
+    except ImportError:
+        pass
+    else:
+        types.append(MetricsError)
+    return tuple(types)
+
+
+def cli_entry(main):
+    """Decorate a CLI ``main(argv)`` so user errors print one line and exit 2."""
+
+    @functools.wraps(main)
+    def wrapper(argv=None):
+        try:
+            return main(argv)
+        except user_error_types() as exc:
+            message = " ".join(str(exc).split())
+            print(f"error: {message}", file=sys.stderr)
+            raise SystemExit(2) from None
+
+    return wrapper

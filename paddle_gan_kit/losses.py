@@ -1,0 +1,51 @@
+"""GAN losses as functions of logits/scores, and the WGAN-GP gradient penalty."""
+from __future__ import annotations
+
+import paddle
+import paddle.nn.functional as F
+
+
+def d_loss_nonsaturating(real_logits, fake_logits, label_smoothing: float = 0.0):
+    """DCGAN discriminator loss on logits (N,): BCE(real, 1 - smoothing) + BCE(fake, 0).
+
+    One-sided label smoothing (Salimans et al. 2016) softens only the real target.
+    ``binary_cross_entropy_with_logits`` is used, never sigmoid + BCE, for stability.
+    """
+    real_target = paddle.full_like(real_logits, 1.0 - label_smoothing)
+    fake_target = paddle.zeros_like(fake_logits)
+    return (F.binary_cross_entropy_with_logits(real_logits, real_target)
+            + F.binary_cross_entropy_with_logits(fake_logits, fake_target))
+
+
+def g_loss_nonsaturating(fake_logits):
+    """Non-saturating generator loss: BCE(D(G(z)), 1) = -log sigmoid(logit), mean over N."""
+    return F.binary_cross_entropy_with_logits(fake_logits, paddle.ones_like(fake_logits))
+
+
+def critic_loss_wasserstein(real_scores, fake_scores):
+    """Critic loss E[C(fake)] - E[C(real)]; its negative is the Wasserstein estimate."""
+    return fake_scores.mean() - real_scores.mean()
+
+
+def g_loss_wasserstein(fake_scores):
+    """Generator loss -E[C(G(z))]."""
+    return -fake_scores.mean()
+
+
+def gradient_penalty(critic, real, fake, epsilon=None):
+    """WGAN-GP penalty E[(||grad_x C(x_hat)||_2 - 1)^2] on x_hat = eps*real + (1-eps)*fake.
+
+    ``real``/``fake``: (N, C, H, W); ``epsilon``: (N, 1, 1, 1) in [0, 1], drawn U(0, 1) per
+    sample when None (Gulrajani et al. 2017, Algorithm 1). The graph is kept
+    (``create_graph=True``) so the penalty trains the critic's parameters.
+    """
+    n = real.shape[0]
+    if epsilon is None:
+        epsilon = paddle.rand([n, 1, 1, 1], dtype=real.dtype)
+    x_hat = epsilon * real.detach() + (1.0 - epsilon) * fake.detach()
+    x_hat.stop_gradient = False
+    scores = critic(x_hat)
+    (grads,) = paddle.grad(outputs=scores.sum(), inputs=x_hat, create_graph=True)
+    # the small offset keeps sqrt differentiable should a gradient be exactly zero
+    norms = paddle.sqrt(paddle.sum(grads.reshape([n, -1]) ** 2, axis=1) + 1e-12)  # (N,)
+    return paddle.mean((norms - 1.0) ** 2)

@@ -1,0 +1,94 @@
+"""DCGAN generator and discriminator for any square size s0*2^k, and the WGAN-GP critic.
+
+One architecture family (Radford et al. 2015) for 28 (7*4), 32 (4*8), 64 (4*16), 96 (6*16),
+128 (4*32) and 256 (4*64) pixels, 1 or 3 channels. Widths double at each stage away from the
+image and are capped at ``max_channels``; for 64 px with width 64 this is exactly the paper's
+nets with 512 instead of 1024 at the bottleneck (pytorch/examples dcgan uses the same).
+"""
+from __future__ import annotations
+
+from paddle import nn
+
+from paddle_gan_kit.config import parse_size
+from paddle_gan_kit.models.layers import SampleLayerNorm
+
+
+def stage_channels(k: int, base: int, max_channels: int) -> list[int]:
+    """Widths of the k feature maps from image side to bottleneck: base*2^i, capped."""
+    return [min(base * 2**i, max_channels) for i in range(k)]
+
+
+class Generator(nn.Layer):
+    """z (N, z_dim) float32 -> images (N, C, size, size) float32 in [-1, 1] (tanh)."""
+
+    def __init__(self, size: int = 64, channels: int = 3, z_dim: int = 100,
+                 base_channels: int = 64, max_channels: int = 512):
+        super().__init__()
+        s0, k = parse_size(size)
+        self.size, self.channels, self.z_dim = size, channels, z_dim
+        widths = stage_channels(k, base_channels, max_channels)[::-1]  # bottleneck first
+        # z as a 1x1 map, projected to the s0 x s0 bottleneck by one transposed conv
+        layers = [
+            nn.Conv2DTranspose(z_dim, widths[0], s0, 1, 0, bias_attr=False),  # (N, w0, s0, s0)
+            nn.BatchNorm2D(widths[0]),
+            nn.ReLU(),
+        ]
+        for c_in, c_out in zip(widths[:-1], widths[1:]):
+            layers += [
+                nn.Conv2DTranspose(c_in, c_out, 4, 2, 1, bias_attr=False),  # (N, c_out, 2h, 2w)
+                nn.BatchNorm2D(c_out),
+                nn.ReLU(),
+            ]
+        layers += [
+            nn.Conv2DTranspose(widths[-1], channels, 4, 2, 1),  # (N, C, size, size)
+            nn.Tanh(),
+        ]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z):
+        x = z.reshape([z.shape[0], self.z_dim, 1, 1])  # (N, z_dim, 1, 1)
+        return self.net(x)  # (N, C, size, size)
+
+
+def _norm(kind: str, channels: int) -> nn.Layer:
+    if kind == "batch":
+        return nn.BatchNorm2D(channels)
+    if kind == "layer":
+        return SampleLayerNorm(channels)
+    if kind == "instance":
+        return nn.InstanceNorm2D(channels)
+    if kind == "none":
+        return nn.Identity()
+    raise ValueError(f"unknown norm {kind!r}")
+
+
+class Discriminator(nn.Layer):
+    """Images (N, C, size, size) in [-1, 1] -> one logit/score per image, shape (N,).
+
+    ``norm="batch"`` is the DCGAN discriminator (BatchNorm after every conv but the first);
+    the WGAN-GP critic uses ``"layer"``, ``"instance"`` or ``"none"``: the gradient penalty
+    is per sample, and batch norm would mix samples (Gulrajani et al. 2017, section 4).
+    """
+
+    def __init__(self, size: int = 64, channels: int = 3, base_channels: int = 64,
+                 max_channels: int = 512, norm: str = "batch"):
+        super().__init__()
+        s0, k = parse_size(size)
+        self.size, self.channels = size, channels
+        widths = stage_channels(k, base_channels, max_channels)
+        layers = [
+            nn.Conv2D(channels, widths[0], 4, 2, 1),  # (N, w0, size/2, size/2)
+            nn.LeakyReLU(0.2),
+        ]
+        has_norm = norm != "none"
+        for c_in, c_out in zip(widths[:-1], widths[1:]):
+            layers += [
+                nn.Conv2D(c_in, c_out, 4, 2, 1, bias_attr=False if has_norm else None),  # halves
+                _norm(norm, c_out),
+                nn.LeakyReLU(0.2),
+            ]
+        layers.append(nn.Conv2D(widths[-1], 1, s0, 1, 0))  # (N, 1, 1, 1)
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.net(x).reshape([-1])  # (N,)

@@ -1,0 +1,39 @@
+"""paddle_gan_kit: DCGAN and WGAN-GP image generators on PaddlePaddle 3.x.
+
+Paddle itself is deliberately not in install_requires: AI Studio and other GPU machines have
+paddlepaddle-gpu preinstalled, and a requirement on "paddlepaddle" would pull the CPU wheel
+over it. CPU machines install the ``[cpu]`` extra; importing the package without any Paddle
+says in one line what to install.
+"""
+from setuptools import find_packages, setup
+
+setup(
+    name="paddle_gan_kit",
+    version="0.1.0",
+    description="DCGAN and WGAN-GP training, sampling and latent-walk GIFs on PaddlePaddle 3.x",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.9",
+    packages=find_packages(include=["paddle_gan_kit", "paddle_gan_kit.*", "data_prep", "data_prep.*"]),
+    install_requires=[
+        "numpy>=1.21",
+        # headless: the same cv2 module without the GUI libraries a server lacks (libGL)
+        "opencv-python-headless>=4.5",
+        "matplotlib>=3.5",
+        "visualdl>=2.5",
+        "pyyaml>=5.4",
+        "tqdm>=4.60",
+        "imageio>=2.20",
+        "pillow>=9.0",
+    ],
+    extras_require={
+        "cpu": ["paddlepaddle>=3.0"],
+        "test": ["pytest>=7.0", "scipy>=1.9", "mlxtend>=0.22"],
+    },
+    entry_points={
+        "console_scripts": [
+            "pgk-train=paddle_gan_kit.train:main",
+            "pgk-prepare=data_prep.__main__:main",
+        ]
+    },
+)
