@@ -94,6 +94,7 @@ class Trainer:
             progress=progress and self.rank == 0,
         )
 
+        self.order = BatchOrder(len(self.data), cfg.batch_size, cfg.seed, self.rank, self.world_size)
         if self.rank == 0:
             os.makedirs(os.path.join(self.run_dir, "samples"), exist_ok=True)
             os.makedirs(self.snap_dir, exist_ok=True)
@@ -106,7 +107,6 @@ class Trainer:
             cfg = dataclasses.replace(cfg, channels=self.data.channels)
         self.cfg = cfg
         self.spec = MODELS[cfg.model]
-        self.order = BatchOrder(len(self.data), cfg.batch_size, cfg.seed, self.rank, self.world_size)
 
         # weights: identical on every rank (seeded by cfg.seed); noise: different per rank
         paddle.seed(cfg.seed)
