@@ -8,6 +8,7 @@ extractor. The classifier's predictions on generated images also measure mode co
 :func:`class_coverage`.
 """
 
+import contextlib
 import hashlib
 import json
 import os
@@ -52,6 +53,18 @@ class DigitCNN(nn.Layer):
         return self.head(self.features(x))                       # (N, n_classes)
 
 
+@contextlib.contextmanager
+def _private_paddle_rng(seed):
+    """Seed Paddle's global RNG for the block, then restore the caller's state: building and
+    training the classifier during evaluation must not change what a training run samples next."""
+    state = paddle.get_rng_state()
+    try:
+        paddle.seed(seed)
+        yield
+    finally:
+        paddle.set_rng_state(state)
+
+
 def _to_input(images, input_size):
     """uint8 (N, H, W, C) -> (N, C, S, S) float32 in [-1, 1]."""
     x = resize_images(images, input_size)
@@ -91,7 +104,8 @@ class ClassifierFeatures:
         self.n_classes = n_classes
         self.channels = images.shape[-1]
         self.batch_size = int(batch_size)
-        self.net = DigitCNN(self.channels, n_classes, self.input_size)
+        with _private_paddle_rng(int(seed)):
+            self.net = DigitCNN(self.channels, n_classes, self.input_size)
 
         settings = dict(recipe=_RECIPE_VERSION, input_size=self.input_size, n_classes=n_classes,
                         epochs=int(epochs), seed=int(seed), holdout=float(holdout), batch_size=self.batch_size)
@@ -129,12 +143,7 @@ class ClassifierFeatures:
         held, train = order[:n_holdout], order[n_holdout:]
         x_all = _to_input(images, self.input_size)
 
-        # The caller's global Paddle RNG (e.g. a training run's) is restored afterwards, so
-        # evaluating never changes what a later training step samples.
-        rng_state = paddle.get_rng_state()
-        try:
-            paddle.seed(settings["seed"])
-            self.net = DigitCNN(self.channels, self.n_classes, self.input_size)
+        with _private_paddle_rng(settings["seed"]):
             opt = paddle.optimizer.Adam(learning_rate=2e-3, parameters=self.net.parameters())
             self.net.train()
             for _ in range(settings["epochs"]):
@@ -146,8 +155,6 @@ class ClassifierFeatures:
                     loss.backward()
                     opt.step()
                     opt.clear_grad()
-        finally:
-            paddle.set_rng_state(rng_state)
         self.net.eval()
         predicted = self._predict_inputs(x_all[held])
         return float((predicted == labels[held]).mean()), int(len(train)), int(n_holdout)
