@@ -7,7 +7,14 @@ what is given explicitly changes (and only keys that may change on resume).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+
+if not __package__:
+    # Run as a file path, as ``python -m paddle.distributed.launch ... paddle_gan_kit/train.py``
+    # does (the launcher takes paths only): import the package from the folder above, not the
+    # sibling modules (data.py, config.py, ...) as top-level names.
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 import paddle_gan_kit  # noqa: F401  (sets CPU threads before Paddle loads)
 from paddle_gan_kit.config import TrainConfig, build_config, load_yaml, parse_set
