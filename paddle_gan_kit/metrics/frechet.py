@@ -25,8 +25,8 @@ from .errors import MetricsError
 _MAX_IMAGINARY = 1e-3
 
 
-def _as_features(feats, name):
-    """Validate a feature matrix and return it as float64 (N, D)."""
+def check_features(feats, name):
+    """Validate a (N, D) feature matrix (N >= 2, finite) and return it as float64."""
     feats = np.asarray(feats)
     if feats.ndim != 2:
         raise MetricsError(f"{name} must be a 2-D (N, D) feature array, got shape {feats.shape}")
@@ -45,7 +45,7 @@ def feature_stats(feats):
     ``feats``: (N, D) float array, N >= 2. Returns ``(mu, sigma)``: (D,) and (D, D) float64, the
     covariance with the unbiased 1/(N-1) normalisation as in pytorch-fid (``np.cov``).
     """
-    feats = _as_features(feats, "feats")
+    feats = check_features(feats, "feats")
     mu = feats.mean(axis=0)
     sigma = np.cov(feats, rowvar=False)
     return mu, np.atleast_2d(sigma)
@@ -104,7 +104,7 @@ def frechet_distance(feats_a, feats_b, eps=1e-6):
     """Fréchet distance between Gaussians fitted to two feature sets (FID when the features are
     Inception pool3). ``feats_a``: (N, D), ``feats_b``: (M, D) float arrays. Returns a float >= ~0.
     """
-    feats_a, feats_b = _as_features(feats_a, "feats_a"), _as_features(feats_b, "feats_b")
+    feats_a, feats_b = check_features(feats_a, "feats_a"), check_features(feats_b, "feats_b")
     if feats_a.shape[1] != feats_b.shape[1]:
         raise MetricsError(f"feature dimensions differ: {feats_a.shape[1]} vs {feats_b.shape[1]}; "
                            "extract both sets with the same extractor")

@@ -9,7 +9,7 @@ can be compared across sample counts, and it can be slightly negative when the s
 import numpy as np
 
 from .errors import MetricsError
-from .frechet import _as_features
+from .frechet import check_features
 
 
 def _polynomial_kernel(x, y):
@@ -33,7 +33,7 @@ def kid(feats_a, feats_b, n_subsets=100, subset_size=1000, seed=0):
     each subset first the indices into ``feats_a`` then into ``feats_b``. ``std`` is the
     population standard deviation of the per-subset values (as torch-fidelity reports).
     """
-    feats_a, feats_b = _as_features(feats_a, "feats_a"), _as_features(feats_b, "feats_b")
+    feats_a, feats_b = check_features(feats_a, "feats_a"), check_features(feats_b, "feats_b")
     if feats_a.shape[1] != feats_b.shape[1]:
         raise MetricsError(f"feature dimensions differ: {feats_a.shape[1]} vs {feats_b.shape[1]}; "
                            "extract both sets with the same extractor")
