@@ -53,6 +53,7 @@ class TrainConfig:
     label_smoothing: float = 0.0  # one-sided: real target 1 - this (Salimans et al. 2016: 0.1)
     ema_decay: float = 0.0  # EMA of G's weights per step (0 = off; 0.999 is common)
     seed: int = 0  # seeds weights, noise and data order; a run is reproducible from it
+    sync_bn: bool = False  # several ranks: BatchNorm statistics over the global batch (SyncBatchNorm)
     device: str = "auto"  # "auto" (GPU when Paddle has CUDA and a GPU), "gpu" or "cpu"
 
     # --- outputs (steps are generator updates) ------------------------------------------
@@ -61,6 +62,10 @@ class TrainConfig:
     sample_every: int = 250  # sample grid + losses.png every this many steps
     n_samples: int = 64  # images in the fixed-noise sample grid
     log_every: int = 25  # read losses back and log them every this many steps
+    eval_every: int = 0  # FID/KID every this many steps, keeping snapshots/best.* (0 = off)
+    eval_n: int = 1000  # generated and real images per evaluation (FID is biased up for small n)
+    eval_extractor: str = "auto"  # "auto" (classifier for labelled grayscale data, else inception)
+    eval_weights: typing.Optional[str] = None  # InceptionV3 weights file (or $PADDLE_GAN_KIT_INCEPTION_WEIGHTS)
 
     def resolve(self) -> "TrainConfig":
         """A copy with model defaults filled in and ``out`` set; validates every field."""
@@ -85,7 +90,8 @@ class TrainConfig:
 
 # Keys a resumed run may change; every other key must equal the run's own.
 RESUMABLE_KEYS = frozenset(
-    {"steps", "snapshot_every", "keep_snapshots", "sample_every", "log_every", "device", "out"}
+    {"steps", "snapshot_every", "keep_snapshots", "sample_every", "log_every", "device", "out",
+     "eval_every", "eval_weights"}
 )
 
 _CHOICES = {
@@ -93,6 +99,7 @@ _CHOICES = {
     "critic_norm": ("layer", "instance", "none"),
     "device": ("auto", "gpu", "cpu"),
     "fit": ("crop", "pad", "stretch"),
+    "eval_extractor": ("auto", "inception", "classifier"),
 }
 
 
@@ -190,6 +197,8 @@ def validate(cfg: TrainConfig) -> None:
     for key in positive:
         if getattr(cfg, key) < 1:
             raise GanKitError(f"config key '{key}' must be >= 1, got {getattr(cfg, key)}")
+    if cfg.eval_every < 0 or cfg.eval_n < 2:
+        raise GanKitError(f"eval_every must be >= 0 and eval_n >= 2, got {cfg.eval_every} and {cfg.eval_n}")
     if cfg.n_critic is not None and cfg.n_critic < 1:
         raise GanKitError(f"n_critic must be >= 1, got {cfg.n_critic}")
     if not 0.0 <= cfg.label_smoothing < 0.5:

@@ -33,6 +33,8 @@ FLAGS = {
     "snapshot_every": ("--snapshot-every", int, "steps between snapshots"),
     "sample_every": ("--sample-every", int, "steps between sample grids"),
     "log_every": ("--log-every", int, "steps between logged losses"),
+    "eval_every": ("--eval-every", int, "steps between FID/KID evaluations (0 = off); keeps snapshots/best"),
+    "eval_n": ("--eval-n", int, "images per evaluation"),
 }
 
 
@@ -48,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its newest snapshot")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="set any config key, e.g. --set lr_g=1e-4 (repeatable)")
+    parser.add_argument("--sync-bn", action="store_true", default=argparse.SUPPRESS,
+                        help="several GPU ranks: BatchNorm statistics over the global batch")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
     return parser
 
@@ -60,7 +64,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     if args.config:
         explicit.update(load_yaml(args.config))
     explicit.update(parse_set(args.overrides))
-    for key in FLAGS:
+    for key in list(FLAGS) + ["sync_bn"]:
         if hasattr(args, key):
             explicit[key] = getattr(args, key)
     cfg = build_config(explicit)

@@ -112,18 +112,35 @@ class Trainer:
         paddle.seed(cfg.seed)
         self.generator = self.spec.build_generator(cfg)
         self.discriminator = self.spec.build_discriminator(cfg)
+        if cfg.sync_bn and self.world_size > 1:
+            if not self.device.startswith("gpu"):
+                raise GanKitError(
+                    "--sync-bn: Paddle's SyncBatchNorm has no CPU kernel; use it with GPU ranks or drop it "
+                    "(without it, rank 0's BatchNorm statistics are copied to every rank each step)"
+                )
+            self.generator = paddle.nn.SyncBatchNorm.convert_sync_batchnorm(self.generator)
+            self.discriminator = paddle.nn.SyncBatchNorm.convert_sync_batchnorm(self.discriminator)
         self.generator_ema = None
         if cfg.ema_decay > 0:
             self.generator_ema = self.spec.build_generator(cfg)
             self.generator_ema.set_state_dict(self.generator.state_dict())
             self.generator_ema.eval()
         self._d_params = [p for p in self.discriminator.parameters() if not p.stop_gradient]
+        self._d_params_set = {id(p) for p in self._d_params}
         self._g_trainable = [not p.stop_gradient for p in self.generator.parameters()]
         self.opt_g = self._adam(self.generator, cfg.lr_g)
         self.opt_d = self._adam(self.discriminator, cfg.lr_d)
         rng = np.random.default_rng([cfg.seed, 1])
         self.fixed_noise = self._draw_noise_numpy(rng, cfg.n_samples)
         self.step, self.history = 0, []
+        self.best: dict | None = None  # {"step": ..., <primary metric>: ...} of snapshots/best
+        self.evaluator = None
+        if cfg.eval_every > 0 and self.rank == 0:
+            from paddle_gan_kit.evaluate import Evaluator
+
+            self.evaluator = Evaluator(self.data.images, self.data.labels, cfg.eval_extractor, cfg.eval_n,
+                                       cfg.eval_weights, seed=cfg.seed)
+            self.log.info(f"evaluating every {cfg.eval_every} steps: {self.evaluator.describe()}")
         self._seed_training_rngs(cfg.seed)
         if found is not None:
             self._restore(found)
@@ -150,6 +167,21 @@ class Trainer:
         if self.world_size == 1:
             return self.generator, self.discriminator
         return paddle.DataParallel(self.generator), paddle.DataParallel(self.discriminator)
+
+    def _broadcast_buffers(self) -> None:
+        """Copy rank 0's BatchNorm running statistics to every rank (as PyTorch DDP does).
+
+        DataParallel keeps trainable weights equal through gradient all-reduce, but running
+        statistics come from each rank's own batches; without this, ranks would sample with
+        different generators in eval mode.
+        """
+        import paddle.distributed as dist
+
+        with paddle.no_grad():
+            for model in (self.generator, self.discriminator):
+                for p in model.parameters():
+                    if p.stop_gradient and id(p) not in self._d_params_set:
+                        dist.broadcast(p, src=0)
 
     def _check_compatible(self, previous: TrainConfig, new: TrainConfig) -> TrainConfig:
         """Merge a resumed run's config with the new one, refusing changed hyper-parameters."""
@@ -210,6 +242,7 @@ class Trainer:
             "rng": snapshot.rng_states(),
             "fixed_noise": self.fixed_noise,
             "history": list(self.history),
+            "best": self.best,
             "config": self.cfg.to_dict(),
             "world_size": self.world_size,
             "paddle_version": paddle.__version__,
@@ -235,6 +268,7 @@ class Trainer:
         self.step = int(payload["step"])
         self.fixed_noise = payload["fixed_noise"]
         self.history = list(payload["history"])
+        self.best = payload.get("best")
         saved_world = int(payload.get("world_size", 1))
         if saved_world == self.world_size:
             self.order.set_state_dict(payload["data_order"])
@@ -242,8 +276,14 @@ class Trainer:
         else:
             # another number of ranks: the batch order restarts at the saved epoch boundary and
             # noise streams are re-seeded from (seed, step), reproducibly
-            self.order.set_state_dict({"epoch": payload["data_order"]["epoch"] + 1, "position": 0})
+            epoch = payload["data_order"]["epoch"] + 1
+            self.order.set_state_dict({"epoch": epoch, "position": 0})
             self._seed_training_rngs(self.cfg.seed + self.step)
+            self.log.info(
+                f"the snapshot was written by {saved_world} ranks, now {self.world_size}: global batch "
+                f"{self.cfg.batch_size * saved_world} -> {self.cfg.batch_size * self.world_size}, data order "
+                f"restarts at epoch {epoch}, noise re-seeded from the step"
+            )
         self.log.info(f"resumed {self.run_dir} from {os.path.basename(found.path)} (step {self.step})")
 
     # ---- one step -------------------------------------------------------------------------
@@ -343,6 +383,25 @@ class Trainer:
         monitor.plot_losses(self.history, os.path.join(self.run_dir, "losses.png"),
                             f"{self.cfg.model} {self.cfg.size}px")
 
+    def evaluate(self) -> dict:
+        """Score the sampling generator, log it, and write snapshots/best when it improves."""
+        model = self.generator_ema if self.generator_ema is not None else self.generator
+        result = self.evaluator(model, self.cfg.z_dim, self.cfg.z_dist)
+        primary = self.evaluator.primary
+        scores = {k: v for k, v in result.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+                  and not k.startswith("n_")}
+        self.vdl.scalars(scores, self.step, prefix="eval/")
+        improved = self.best is None or result[primary] < self.best[primary]
+        if improved:
+            self.best = {"step": self.step, primary: float(result[primary])}
+            snapshot.write_atomic(self._payload(), os.path.join(self.snap_dir, snapshot.BEST_NAME))
+        self.log.info(
+            f"eval step {self.step}: " + " ".join(f"{k} {v:.4g}" for k, v in scores.items())
+            + f" (n_real {result.get('n_real')}, n_fake {result.get('n_fake')}, {result.get('extractor')})"
+            + (" - new best, snapshots/best.pdckpt written" if improved else f" - best {self.best[primary]:.4g} at step {self.best['step']}")
+        )
+        return result
+
     def _accumulate(self, values: dict) -> None:
         for key, value in values.items():
             self._sums[key] = self._sums[key] + value if key in self._sums else value
@@ -399,6 +458,8 @@ class Trainer:
         try:
             while self.step < cfg.steps:
                 values = self.train_step()
+                if self.world_size > 1 and not cfg.sync_bn:
+                    self._broadcast_buffers()
                 if self.generator_ema is not None:
                     self._update_ema()
                 self.step += 1
@@ -420,6 +481,8 @@ class Trainer:
                         self.log.info(f"step {self.step}/{cfg.steps} " + " ".join(f"{k} {v:.4g}" for k, v in shown.items()))
                 if self.step % cfg.sample_every == 0:
                     self.write_samples()
+                if self.evaluator is not None and self.step % cfg.eval_every == 0:
+                    self.evaluate()
                 if self.stop_signal is not None:
                     status = "interrupted"
                     break
