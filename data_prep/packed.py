@@ -32,18 +32,15 @@ def tmp_name(path: Path) -> Path:
     return path.with_name(f"{path.name}{TMP_MARK}{os.getpid()}")
 
 
-def write_npy_atomic(path: str | os.PathLike, array: np.ndarray) -> None:
-    """Save ``array`` to ``path`` (.npy) so that readers see either the old file or the new one."""
-    path = Path(path)
-    tmp = tmp_name(path)
+def remove_if_orphaned(path: Path) -> None:
+    """Delete a temporary file whose writing process (named in its suffix) no longer runs."""
     try:
-        with open(tmp, "wb") as fh:
-            np.save(fh, np.ascontiguousarray(array))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+        pid = int(path.name.rsplit(TMP_MARK, 1)[1])
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        path.unlink(missing_ok=True)
+    except (ValueError, IndexError, PermissionError, OSError):
+        pass  # not ours to judge, or the process is alive
 
 
 def _dumps(data: dict) -> str:

@@ -9,12 +9,12 @@ from __future__ import annotations
 import collections
 import contextlib
 import hashlib
-import multiprocessing
 import os
 import shutil
 import signal
 import sys
 import time
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,6 +27,7 @@ from data_prep.decode import UndecodableImage, decode_image
 from data_prep.errors import DataPrepError
 from data_prep.fit import check_options, check_sizes, fit_square
 from data_prep.sources import DEFAULT_MAX_ENTRY_BYTES, DEFAULT_MAX_TOTAL_BYTES, Source
+from data_prep.workers import process_pool
 
 # Below this many files a process pool costs more to start than it saves.
 _INLINE_MAX_FILES = 64
@@ -330,24 +331,41 @@ def _run(source: Source, out: Path, sizes: list[int], settings: dict, old: dict 
         bar.update(len(batch_records))
 
     batch_records, batch_data, batch_bytes = [], [], 0
+    inline = workers == 1 or (total is not None and total <= _INLINE_MAX_FILES)
+
+    def collect_oldest():
+        nonlocal inline
+        done_records, done_data, future = pending.popleft()
+        try:
+            results = future.result()
+        except BrokenProcessPool as exc:
+            # A worker died (killed, out of memory): finish in this process rather than fail.
+            if not inline:
+                print(f"warning: decoding worker processes failed ({exc}); continuing in "
+                      f"this process", file=sys.stderr)
+            inline = True
+            results = _process_batch(done_data, job)
+        absorb(done_records, results)
 
     def submit():
         nonlocal pool, batch_records, batch_data, batch_bytes
         if not batch_data:
             return
-        inline = workers == 1 or (total is not None and total <= _INLINE_MAX_FILES)
         if inline:
             absorb(batch_records, _process_batch(batch_data, job))
         else:
             if pool is None:
-                # spawn, not fork: the caller (a notebook, the trainer) may hold threads.
-                ctx = multiprocessing.get_context("spawn")
-                pool = ctx.Pool(workers, initializer=_init_worker)
-            pending.append((batch_records, pool.apply_async(_process_batch, (batch_data, job))))
+                pool = process_pool(workers, _init_worker)
+                if pool is None:
+                    inline = True
+                    absorb(batch_records, _process_batch(batch_data, job))
+                    batch_records, batch_data, batch_bytes = [], [], 0
+                    return
+            pending.append((batch_records, batch_data,
+                            pool.submit(_process_batch, batch_data, job)))
             # Bound the bytes in flight; the archive may be far bigger than memory.
             while len(pending) > 2 * workers:
-                done_records, result = pending.popleft()
-                absorb(done_records, result.get())
+                collect_oldest()
         batch_records, batch_data, batch_bytes = [], [], 0
 
     try:
@@ -379,16 +397,14 @@ def _run(source: Source, out: Path, sizes: list[int], settings: dict, old: dict 
                 submit()
         submit()
         while pending:
-            done_records, result = pending.popleft()
-            absorb(done_records, result.get())
+            collect_oldest()
         bar.close()
         return _finish(source, out, sizes, settings, records, row_of, spool, old, manifest,
                        png, force, decoded)
     finally:
         bar.close()
         if pool is not None:
-            pool.terminate()
-            pool.join()
+            pool.shutdown(wait=True, cancel_futures=True)
         spool.remove()
 
 
