@@ -75,10 +75,11 @@ def load_mnist() -> tuple[np.ndarray, np.ndarray]:
     return table[:, :784].astype(np.uint8).reshape(-1, 28, 28), table[:, 784].copy()
 
 
-def load_fashion_mnist(directory: str | os.PathLike = FASHION_MNIST_DIR
+def load_fashion_mnist(directory: str | os.PathLike | None = None
                        ) -> tuple[np.ndarray, np.ndarray]:
-    """The 60,000 Fashion-MNIST training images: uint8 (60000, 28, 28), int64 (60000,)."""
-    directory = Path(directory)
+    """The 60,000 Fashion-MNIST training images: uint8 (60000, 28, 28), int64 (60000,), from
+    ``directory`` (default: where Debian's dataset-fashion-mnist installs them)."""
+    directory = Path(directory) if directory is not None else FASHION_MNIST_DIR
     found = {}
     for kind in ("images-idx3-ubyte", "labels-idx1-ubyte"):
         candidates = [directory / f"train-{kind}{ext}" for ext in ("", ".gz")]

@@ -348,7 +348,7 @@ def _run(source: Source, out: Path, sizes: list[int], settings: dict, old: dict 
         absorb(done_records, results)
 
     def submit():
-        nonlocal pool, batch_records, batch_data, batch_bytes
+        nonlocal pool, inline, batch_records, batch_data, batch_bytes
         if not batch_data:
             return
         if inline:

@@ -43,9 +43,10 @@ def _mib(n: int) -> str:
     return f"{n / 1024**2:.0f} MiB"
 
 
-def decode_name(raw: bytes) -> str:
-    """Turn raw file-name bytes into text: UTF-8, else GBK (Chinese Windows), else escaped."""
-    for encoding in ("utf-8", "gbk"):
+def decode_name(raw: bytes, encodings: tuple[str, ...] = ("utf-8", "gbk")) -> str:
+    """Turn raw file-name bytes into text: the first of ``encodings`` that fits (by default
+    UTF-8, else GBK as Chinese Windows writes), else UTF-8 with escapes."""
+    for encoding in encodings:
         try:
             return raw.decode(encoding)
         except UnicodeDecodeError:
@@ -53,21 +54,38 @@ def decode_name(raw: bytes) -> str:
     return raw.decode("utf-8", errors="backslashreplace")
 
 
-def _zip_name(info: zipfile.ZipInfo) -> str:
-    if info.flag_bits & 0x800:  # the writer declared UTF-8
-        return info.filename
+def _raw_zip_name(info: zipfile.ZipInfo) -> bytes | None:
+    """The name bytes of a member written without the UTF-8 flag (None if it has the flag)."""
+    if info.flag_bits & 0x800:
+        return None
     # Without the flag Python decodes as cp437, which mangles the GBK names that Chinese
-    # Windows writes; undo that and guess again.
+    # Windows writes; encoding back to cp437 recovers the bytes.
     try:
-        raw = info.filename.encode("cp437")
+        return info.filename.encode("cp437")
     except UnicodeEncodeError:
-        return info.filename
-    return decode_name(raw)
+        return None
 
 
-def _fs_name(name: str) -> str:
+def _zip_encodings(infos: list[zipfile.ZipInfo]) -> tuple[str, ...]:
+    """Guess the encoding of an archive's unflagged names once for the whole archive: short
+    GBK names can be valid UTF-8 by chance ('图片' reads as 'ͼƬ'), but one tool wrote them all."""
+    raws = [raw for raw in map(_raw_zip_name, infos) if raw is not None]
+
+    def fits(raw: bytes, encoding: str) -> bool:
+        try:
+            raw.decode(encoding)
+            return True
+        except UnicodeDecodeError:
+            return False
+
+    if not all(fits(raw, "utf-8") for raw in raws) and all(fits(raw, "gbk") for raw in raws):
+        return ("gbk", "utf-8")
+    return ("utf-8", "gbk")
+
+
+def _fs_name(name: str, encodings: tuple[str, ...] = ("utf-8", "gbk")) -> str:
     # tarfile and os.walk hand undecodable bytes over as surrogate escapes.
-    return decode_name(name.encode("utf-8", errors="surrogateescape"))
+    return decode_name(name.encode("utf-8", errors="surrogateescape"), encodings)
 
 
 def unsafe_path_reason(name: str) -> str | None:
@@ -180,16 +198,22 @@ class Source:
             total = sum(info.file_size for info in infos)
             if total > self.max_total_bytes:
                 raise self._total_too_big(total)
+            encodings = _zip_encodings(infos)
             for info in infos:
-                raw_name = _zip_name(info)
+                raw = _raw_zip_name(info)
+                raw_name = info.filename if raw is None else decode_name(raw, encodings)
                 path = _clean(raw_name)
-                reason = unsafe_path_reason(raw_name) or _system_file_reason(path)
+                reason = unsafe_path_reason(raw_name)
+                if reason is not None:
+                    yield SourceFile(raw_name, None, reason)  # listed as written, to be found
+                    continue
+                reason = _system_file_reason(path)
                 if reason is None and stat.S_ISLNK(info.external_attr >> 16):
                     reason = "symlink in archive (not followed)"
                 if reason is None and info.flag_bits & 0x1:
                     reason = "encrypted archive member"
                 if reason is not None:
-                    yield SourceFile(path or raw_name, None, reason)
+                    yield SourceFile(path, None, reason)
                     continue
                 if info.file_size > self.max_entry_bytes:
                     raise self._too_big(path, info.file_size)
@@ -212,6 +236,7 @@ class Source:
             raise DataPrepError(f"cannot open tar {self.path}: {exc}; check the download") from None
         total = 0
         last = "<start of archive>"
+        encodings = ("utf-8", "gbk")
         with tf:
             members = iter(tf)
             while True:
@@ -227,10 +252,18 @@ class Source:
                     return
                 if member.isdir():
                     continue
-                raw_name = _fs_name(member.name)
+                raw_name = _fs_name(member.name, encodings)
+                if encodings[0] == "utf-8" and raw_name != _fs_name(member.name, ("utf-8",)):
+                    # A name that only GBK explains: the archive's writer used GBK, so prefer it
+                    # for the names that follow (tar streams; no look-ahead as in zip).
+                    encodings = ("gbk", "utf-8")
                 path = _clean(raw_name)
                 last = path
-                reason = unsafe_path_reason(raw_name) or _system_file_reason(path)
+                reason = unsafe_path_reason(raw_name)
+                if reason is not None:
+                    yield SourceFile(raw_name, None, reason)  # listed as written, to be found
+                    continue
+                reason = _system_file_reason(path)
                 if reason is None and member.issym():
                     reason = "symlink in archive (not followed)"
                 if reason is None and member.islnk():
@@ -238,7 +271,7 @@ class Source:
                 if reason is None and not member.isfile():
                     reason = "not a regular file"
                 if reason is not None:
-                    yield SourceFile(path or raw_name, None, reason)
+                    yield SourceFile(path, None, reason)
                     continue
                 if member.size > self.max_entry_bytes:
                     raise self._too_big(path, member.size)
