@@ -9,9 +9,6 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-# OpenCV prints libjpeg/libpng warnings for every damaged file; we report those files ourselves.
-cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
-
 # Formats the issue promises, by their magic bytes.
 SUPPORTED_FORMATS = ("JPEG", "PNG", "BMP", "WebP")
 

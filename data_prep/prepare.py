@@ -118,14 +118,17 @@ def _process_batch(batch: list[bytes], settings: tuple) -> list[dict]:
         if gray:
             # Fit in RGB so that a pad colour stays that colour; gray-ness is re-checked below.
             img = cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
-        else:
-            gray = _is_gray(img)
         h, w = img.shape[:2]
-        pixel_hash = hashlib.sha256(f"{h}x{w}:".encode() + np.ascontiguousarray(img).data)
+        pixel_hash = hashlib.sha256(f"{h}x{w}:".encode())
+        pixel_hash.update(np.ascontiguousarray(img).data)
         outputs = {size: fit_square(img, size, fit, interp, pad_mode, background)
                    for size in sizes}
-        if gray and fit == "pad":
-            gray = _is_gray(outputs[sizes[-1]])
+        # A gray picture gives gray outputs, so a colourful output settles it cheaply; only
+        # pictures whose output looks gray (few, in a colour dataset) get the full check.
+        if _is_gray(outputs[sizes[-1]]):
+            gray = gray or _is_gray(img)
+        else:
+            gray = False
         results.append({"width": w, "height": h, "pixel_sha256": pixel_hash.hexdigest(),
                         "gray": gray, "outputs": outputs})
     return results
@@ -141,7 +144,8 @@ def _label_of(path: str) -> str | None:
 
 
 def _is_empty_dir(path: Path) -> bool:
-    return not any(path.iterdir())
+    # Our lock file alone means a first run died right after starting: still empty.
+    return all(child.name == ".lock" for child in path.iterdir())
 
 
 @contextlib.contextmanager
@@ -282,13 +286,20 @@ def prepare(src, out, sizes, fit: str = "crop", interp: str = "area", workers: i
                 # Claim the folder first, so that a killed first run leaves a folder this tool
                 # recognises (and finishes without --force), never one that looks complete.
                 packed.write_json_atomic(out / packed.MANIFEST, {
-                    "format": packed.FORMAT, "complete": False, "source": str(source.path.resolve()),
-                    "sizes": sizes})
+                    "format": packed.FORMAT, "complete": False,
+                    "source": str(source.path.resolve()), "sizes": sizes})
             report = _run(source, out, sizes, settings, old, manifest, workers, png, progress,
                           force)
     except DataPrepError:
+        # A refused first run leaves the folder as it found it.
         if created:
             shutil.rmtree(out, ignore_errors=True)
+        elif manifest is None:
+            (out / packed.MANIFEST).unlink(missing_ok=True)
+            (out / ".lock").unlink(missing_ok=True)
+            for size in sizes:
+                with contextlib.suppress(OSError):
+                    (out / str(size)).rmdir()  # only if empty
         raise
     report.seconds = time.perf_counter() - start
     return report

@@ -282,8 +282,8 @@ class Source:
                     fh = tf.extractfile(member)
                     data = fh.read() if fh is not None else b""
                 except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
-                    yield SourceFile(path, None, f"corrupt archive member, rest of the archive "
-                                                 f"unreadable: {exc}")
+                    yield SourceFile(path, None, f"archive damaged or truncated in this member, "
+                                                 f"the rest is unreadable: {exc}")
                     return
                 yield SourceFile(path, data)
 

@@ -251,6 +251,19 @@ def test_tar_gz_links_traversal_and_gbk_names_never_escape(tmp_path):
     assert not Path("/abs/outside.png").exists()
 
 
+def test_truncated_tar_gz_keeps_what_came_before_and_says_so(tmp_path):
+    whole = tmp_path / "whole.tgz"
+    with tarfile.open(whole, "w:gz") as tf:
+        for i in range(6):
+            tar_member(tf, f"pics/{i}.png", encode(picture(i, 200, 200), ".png"))
+    cut = tmp_path / "cut.tgz"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size * 2 // 3])
+    report = prepare(cut, tmp_path / "out", [32], workers=1, progress=False)
+    entries = list(by_path(tmp_path / "out").values())
+    assert 1 <= report.kept < 6 and report.skipped == 1
+    assert any("truncated" in e.get("reason", "") for e in entries)
+
+
 def test_oversized_archive_members_stop_with_a_clear_message(tmp_path):
     src = tmp_path / "big.zip"
     with zipfile.ZipFile(src, "w", zipfile.ZIP_DEFLATED) as zf:
@@ -407,6 +420,10 @@ def test_cli_error_paths(tmp_path, capsys):
     assert "no decodable image" in one_line_error(
         capsys, [str(text_only), "--out", str(tmp_path / "o"), "--sizes", "32"])
     assert not (tmp_path / "o").exists()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    one_line_error(capsys, [str(text_only), "--out", str(empty), "--sizes", "32"])
+    assert list(empty.iterdir()) == []  # a refused run leaves the folder as it found it
     assert "--out" in one_line_error(capsys, [str(src), "--sizes", "32"])
     assert "bad colour" in one_line_error(capsys, [str(src), "--out", str(tmp_path / "o"),
                                                    "--sizes", "32", "--background", "teal"])
