@@ -4,7 +4,7 @@ Each stone is a small 3-D crown: a girdle outline of some cut (round, oval, cush
 marquise, princess, trillion, emerald, asscher, baguette), a table on top and a ring of facets
 between them. Facet colours come from a Lambert + Phong shade of the real facet normal plus a
 random "internal reflection" term, which is what makes cut stones sparkle. Pictures are drawn
-at 2-4x the output size with anti-aliased polygons and shrunk with INTER_AREA.
+at 2-3x the output size with anti-aliased polygons and shrunk with INTER_AREA.
 
 Image ``i`` depends only on ``(seed, start + i)`` and the output size, so any slice can be
 regenerated; the stone's geometry does not depend on the size at all.

@@ -58,9 +58,10 @@ class PrepareReport:
 
     def summary(self) -> str:
         """A few human-readable lines for the end of the command."""
-        lines = [f"kept {self.kept}, duplicates {self.duplicates}, skipped {self.skipped}"
-                 f" ({self.reused} unchanged, not redone) in {self.seconds:.1f} s, "
-                 f"{self.images_per_second:.0f} images/s",
+        speed = (f"decoded {self.decoded} at {self.images_per_second:.0f} images/s"
+                 if self.decoded else "nothing new to decode")
+        lines = [f"kept {self.kept}, duplicates {self.duplicates}, skipped {self.skipped} in "
+                 f"{self.seconds:.1f} s; {speed}, {self.reused} unchanged files not redone",
                  f"sizes {' '.join(map(str, self.sizes))}, {self.channels} channel(s), "
                  f"{len(self.classes) or 'no'} classes → {self.out}"]
         for reason, count in sorted(self.skipped_reasons.items(), key=lambda kv: -kv[1]):
