@@ -85,7 +85,7 @@ def _match_channels(images: np.ndarray, channels: int) -> np.ndarray:
     return np.clip(luma + 0.5, 0, 255).astype(np.uint8)[..., None]
 
 
-def _polynomial_kernel(x, y):
+def polynomial_kernel(x, y):
     """KID's kernel (x.y / d + 1)^3 for every pair of rows: (m, d) x (k, d) -> (m, k) float64."""
     k = x @ y.T
     k /= x.shape[1]
@@ -173,7 +173,7 @@ class Evaluator:
             self._real_shape = real.shape
             self._real_feats = self.extractor(real)
             self._real_stats = feature_stats(self._real_feats)
-            self._real_kernel = (_polynomial_kernel(self._real_feats, self._real_feats)
+            self._real_kernel = (polynomial_kernel(self._real_feats, self._real_feats)
                                  if "kid" in self.metrics and n_real <= _KERNEL_CACHE_MAX else None)
         self.n_real = int(n_real)
 
@@ -216,8 +216,8 @@ class Evaluator:
 
     def _kid(self, feats):
         if self._real_kernel is not None and len(feats) <= _KERNEL_CACHE_MAX:
-            return kid_from_kernels(self._real_kernel, _polynomial_kernel(feats, feats),
-                                    _polynomial_kernel(self._real_feats, feats), seed=self.seed)
+            return kid_from_kernels(self._real_kernel, polynomial_kernel(feats, feats),
+                                    polynomial_kernel(self._real_feats, feats), seed=self.seed)
         return kid(self._real_feats, feats, n_subsets=KID_SUBSETS, subset_size=KID_SUBSET_SIZE, seed=self.seed)
 
     def __call__(self, generator, z_dim: int, z_dist: str) -> dict:

@@ -9,8 +9,8 @@ import pytest
 
 import paddle_gan_kit
 from paddle_gan_kit import snapshot
-from paddle_gan_kit.evaluate import Evaluator, choose_extractor, evaluate_run, main
-from paddle_gan_kit.metrics import MetricsError
+from paddle_gan_kit.evaluate import Evaluator, polynomial_kernel, choose_extractor, evaluate_run, kid_from_kernels, main
+from paddle_gan_kit.metrics import MetricsError, kid
 from paddle_gan_kit.metrics.inception import WEIGHTS_ENV
 from conftest import run_cli, tiny_config
 
@@ -95,6 +95,16 @@ def test_evaluator_leaves_global_rngs_and_the_generator_mode_alone(mnist, mnist_
     np.testing.assert_array_equal(paddle.rand([4]).numpy(), expected[0])
     np.testing.assert_array_equal(np.random.rand(4), expected[1])
     assert random.random() == expected[2]
+
+
+@pytest.mark.parametrize("n_a, n_b, subset_size", [(300, 200, 100), (200, 200, 1000), (150, 120, 1000)])
+def test_kid_from_cached_kernels_is_metrics_kid(n_a, n_b, subset_size):
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(n_a, 16)), rng.normal(0.3, 1.0, size=(n_b, 16))
+    expected = kid(a, b, n_subsets=20, subset_size=subset_size, seed=3)
+    got = kid_from_kernels(polynomial_kernel(a, a), polynomial_kernel(b, b), polynomial_kernel(a, b),
+                           n_subsets=20, subset_size=subset_size, seed=3)
+    np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-12)
 
 
 def test_auto_picks_the_classifier_only_for_labelled_grayscale():
