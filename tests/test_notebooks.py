@@ -93,7 +93,8 @@ def execute(name, tmp_path, **env):
     full_env.update({key: str(value) for key, value in env.items()})
     client = NotebookClient(nb, timeout=300, kernel_name="python3", km=_kernel_manager(tmp_path),
                             resources={"metadata": {"path": str(NB_DIR)}})
-    client.execute(env=full_env, cwd=str(NB_DIR))
+    # cleanup_kc: shut the kernel down afterwards (and on failure) although we own its manager
+    client.execute(env=full_env, cwd=str(NB_DIR), cleanup_kc=True)
     return nb
 
 
