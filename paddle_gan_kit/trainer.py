@@ -55,8 +55,8 @@ def select_device(choice: str) -> tuple[str, str | None]:
         reason = "this Paddle build has no CUDA" if not paddle.device.is_compiled_with_cuda() else "no GPU is visible"
         raise GanKitError(f"--device gpu: {reason}; install paddlepaddle-gpu on a GPU machine or use --device cpu")
     if choice in ("gpu", "auto") and has_gpu:
-        local_rank = int(os.environ.get("PADDLE_LOCAL_RANK", os.environ.get("FLAGS_selected_gpus", "0").split(",")[0] or 0))
-        return f"gpu:{local_rank}", None
+        # under paddle.distributed.launch each rank is given its own GPU
+        return f"gpu:{int(os.environ.get('FLAGS_selected_gpus', '0').split(',')[0] or 0)}", None
     if choice == "auto":
         threads = os.environ.get("OMP_NUM_THREADS", "?")
         return "cpu", f"no GPU found: training on the CPU with {threads} threads (set OMP_NUM_THREADS to change)"
