@@ -46,16 +46,15 @@ def write_png(path: str, image: np.ndarray) -> None:
 
 def plot_losses(history: list[dict], path: str, title: str) -> None:
     """Loss curves (one panel per quantity family) from logged records, saved as PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    # a bare Figure with no pyplot: no backend switch, so a notebook's inline plots keep working
+    from matplotlib.figure import Figure
 
     if not history:
         return
     keys = [k for k in history[-1] if k not in ("step", "images_per_s", "lr_g", "lr_d")]
     steps = [rec["step"] for rec in history]
-    fig, axes = plt.subplots(len(keys), 1, figsize=(7, 2.2 * len(keys)), sharex=True, squeeze=False)
+    fig = Figure(figsize=(7, 2.2 * len(keys)))
+    axes = fig.subplots(len(keys), 1, sharex=True, squeeze=False)
     for ax, key in zip(axes[:, 0], keys):
         ax.plot(steps, [rec.get(key, float("nan")) for rec in history], lw=1.2)
         ax.set_ylabel(key)
@@ -65,7 +64,6 @@ def plot_losses(history: list[dict], path: str, title: str) -> None:
     fig.tight_layout()
     tmp = f"{path}.tmp-{os.getpid()}.png"
     fig.savefig(tmp, dpi=90)
-    plt.close(fig)
     os.replace(tmp, path)
 
 
