@@ -294,6 +294,20 @@ class Trainer:
         for p in self._d_params:
             p.stop_gradient = not flag
 
+    @staticmethod
+    def _update(optimizer, loss) -> None:
+        optimizer.clear_grad(set_to_zero=False)  # None, not zeros: no memset of every gradient
+        loss.backward()
+        optimizer.step()
+
+    def _generator_update(self, fake, loss_fn):
+        """One G step on ``loss_fn(D(fake))``; D's weights get no (wasted) gradients."""
+        self._set_d_trainable(False)
+        loss = loss_fn(self.D(fake))
+        self._update(self.opt_g, loss)
+        self._set_d_trainable(True)
+        return loss
+
     def train_step(self) -> dict:
         """One generator update (after ``n_critic`` D/critic updates); returns loss tensors."""
         if self.spec.loss == "nonsaturating":
@@ -307,17 +321,8 @@ class Trainer:
         d_real = self.D(real)  # (B,) logits
         d_fake = self.D(fake.detach())
         loss_d = losses.d_loss_nonsaturating(d_real, d_fake, cfg.label_smoothing)
-        self.opt_d.clear_grad(set_to_zero=False)
-        loss_d.backward()
-        self.opt_d.step()
-
-        self._set_d_trainable(False)  # no wasted D weight gradients
-        g_logits = self.D(fake)
-        loss_g = losses.g_loss_nonsaturating(g_logits)
-        self.opt_g.clear_grad(set_to_zero=False)
-        loss_g.backward()
-        self.opt_g.step()
-        self._set_d_trainable(True)
+        self._update(self.opt_d, loss_d)
+        loss_g = self._generator_update(fake, losses.g_loss_nonsaturating)
         return {
             "loss_g": loss_g.detach(),
             "loss_d": loss_d.detach(),
@@ -335,16 +340,8 @@ class Trainer:
             c_fake = self.D(fake).mean()
             gp = losses.gradient_penalty(self.D, real, fake)
             loss_c = c_fake - c_real + cfg.gp_weight * gp
-            self.opt_d.clear_grad(set_to_zero=False)
-            loss_c.backward()
-            self.opt_d.step()
-
-        self._set_d_trainable(False)
-        loss_g = losses.g_loss_wasserstein(self.D(self.G(self.noise(cfg.batch_size))))
-        self.opt_g.clear_grad(set_to_zero=False)
-        loss_g.backward()
-        self.opt_g.step()
-        self._set_d_trainable(True)
+            self._update(self.opt_d, loss_c)
+        loss_g = self._generator_update(self.G(self.noise(cfg.batch_size)), losses.g_loss_wasserstein)
         return {
             "loss_g": loss_g.detach(),
             "loss_critic": loss_c.detach(),
