@@ -120,3 +120,20 @@ def test_gradient_penalty_parameter_gradients_match_finite_differences(norm):
                 assert numeric == pytest.approx(analytic[idx], rel=1e-5, abs=1e-8)
     finally:
         paddle.set_default_dtype("float32")
+
+
+def test_sample_layer_norm_matches_the_formula():
+    from paddle_gan_kit.models.layers import SampleLayerNorm
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(3.0, 2.0, (4, 5, 3, 3)).astype("float32")  # a large mean: no cancellation
+    norm = SampleLayerNorm(5)
+    weight = rng.normal(1, 0.1, (1, 5, 1, 1)).astype("float32")
+    bias = rng.normal(0, 0.1, (1, 5, 1, 1)).astype("float32")
+    norm.weight.set_value(weight)
+    norm.bias.set_value(bias)
+    flat = x.reshape(4, -1).astype(np.float64)
+    mean = flat.mean(1).reshape(4, 1, 1, 1)
+    var = flat.var(1).reshape(4, 1, 1, 1)
+    expected = (x - mean) / np.sqrt(var + 1e-5) * weight + bias
+    np.testing.assert_allclose(norm(paddle.to_tensor(x)).numpy(), expected, rtol=1e-4, atol=1e-5)

@@ -1,0 +1,132 @@
+"""The same DCGAN / WGAN-GP training steps in PyTorch eager, as a speed baseline (not a test).
+
+Mirrors paddle_gan_kit's nets (models/dcgan.py: widths base*2^i capped at 512, BatchNorm in the
+DCGAN discriminator, per-sample layer norm in the critic) and steps (trainer.py), so that
+``bench_train.py`` and this script print comparable JSON lines in one session:
+
+    pip install torch==2.13.0        # not a dependency of the project
+    python benchmarks/bench_torch_baseline.py --model dcgan --size 64 --batch-size 64
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+
+import torch
+from torch import nn
+
+
+def widths(k, base, cap=512):
+    return [min(base * 2**i, cap) for i in range(k)]
+
+
+def split(size):
+    s0, k = size, 0
+    while s0 % 2 == 0 and s0 > 7:
+        s0, k = s0 // 2, k + 1
+    return s0, k
+
+
+class LayerNorm2d(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(1, c, 1, 1))
+        self.bias = nn.Parameter(torch.zeros(1, c, 1, 1))
+
+    def forward(self, x):
+        mean = x.mean(dim=(1, 2, 3), keepdim=True)
+        centred = x - mean
+        var = (centred * centred).mean(dim=(1, 2, 3), keepdim=True)
+        return centred * torch.rsqrt(var + 1e-5) * self.weight + self.bias
+
+
+def generator(size, z_dim=100, base=64):
+    s0, k = split(size)
+    w = widths(k, base)[::-1]
+    layers = [nn.ConvTranspose2d(z_dim, w[0], s0, 1, 0, bias=False), nn.BatchNorm2d(w[0]), nn.ReLU(True)]
+    for a, b in zip(w[:-1], w[1:]):
+        layers += [nn.ConvTranspose2d(a, b, 4, 2, 1, bias=False), nn.BatchNorm2d(b), nn.ReLU(True)]
+    layers += [nn.ConvTranspose2d(w[-1], 3, 4, 2, 1), nn.Tanh()]
+    return nn.Sequential(*layers)
+
+
+def discriminator(size, base=64, norm="batch"):
+    s0, k = split(size)
+    w = widths(k, base)
+    layers = [nn.Conv2d(3, w[0], 4, 2, 1), nn.LeakyReLU(0.2, True)]
+    for a, b in zip(w[:-1], w[1:]):
+        layer_norm = {"batch": nn.BatchNorm2d, "layer": LayerNorm2d, "none": lambda c: nn.Identity()}[norm]
+        layers += [nn.Conv2d(a, b, 4, 2, 1, bias=norm == "none"), layer_norm(b), nn.LeakyReLU(0.2, True)]
+    layers += [nn.Conv2d(w[-1], 1, s0, 1, 0), nn.Flatten(0)]
+    return nn.Sequential(*layers)
+
+
+def bench(model, size, batch, steps, critic_norm):
+    torch.manual_seed(0)
+    G = generator(size)
+    D = discriminator(size, norm="batch" if model == "dcgan" else critic_norm)
+    betas = (0.5, 0.999) if model == "dcgan" else (0.0, 0.9)
+    opt_g = torch.optim.Adam(G.parameters(), 2e-4, betas=betas)
+    opt_d = torch.optim.Adam(D.parameters(), 2e-4, betas=betas)
+    n_critic = 1 if model == "dcgan" else 5
+    bce = nn.BCEWithLogitsLoss()
+
+    def step():
+        for _ in range(n_critic):
+            real = torch.rand(batch, 3, size, size) * 2 - 1
+            z = torch.randn(batch, 100, 1, 1)
+            if model == "dcgan":
+                fake = G(z)
+                loss_d = bce(D(real), torch.ones(batch)) + bce(D(fake.detach()), torch.zeros(batch))
+            else:
+                with torch.no_grad():
+                    fake = G(z)
+                eps = torch.rand(batch, 1, 1, 1)
+                x_hat = (eps * real + (1 - eps) * fake).requires_grad_(True)
+                (grad,) = torch.autograd.grad(D(x_hat).sum(), x_hat, create_graph=True)
+                gp = ((grad.flatten(1).norm(dim=1) - 1) ** 2).mean()
+                loss_d = D(fake).mean() - D(real).mean() + 10 * gp
+            opt_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            opt_d.step()
+        for p in D.parameters():
+            p.requires_grad_(False)
+        fake = G(torch.randn(batch, 100, 1, 1)) if model != "dcgan" else fake
+        loss_g = bce(D(fake), torch.ones(batch)) if model == "dcgan" else -D(fake).mean()
+        opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        opt_g.step()
+        for p in D.parameters():
+            p.requires_grad_(True)
+        return float(loss_g)
+
+    step()
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    s = statistics.median(times)
+    return {"framework": f"torch {torch.__version__}", "model": model, "size": size, "batch_size": batch,
+            "n_critic": n_critic, "critic_norm": critic_norm if model != "dcgan" else None,
+            "threads": torch.get_num_threads(), "step_s_median": round(s, 4),
+            "train_images_per_s": round(batch * n_critic / s, 2)}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="dcgan", choices=["dcgan", "wgan_gp"])
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--critic-norm", default="layer", choices=["layer", "none"])
+    args = parser.parse_args()
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", os.cpu_count() or 1)))
+    print(json.dumps(bench(args.model, args.size, args.batch_size, args.steps, args.critic_norm)), flush=True)
+
+
+if __name__ == "__main__":
+    main()
