@@ -271,3 +271,13 @@ def test_missing_paddle_gives_one_line(tmp_path):
     assert result.returncode != 0
     last = result.stderr.strip().splitlines()[-1]
     assert "pip install paddlepaddle" in last and "paddlepaddle-gpu" in last
+
+
+def test_resume_on_an_empty_out_starts_the_run(tmp_path, tiny_npy):
+    # AI Studio users put --resume in the one command they rerun after every restart
+    out = tmp_path / "run"
+    result = run_cli("paddle_gan_kit.train", "--data", tiny_npy, "--out", out, "--steps", 2, "--resume",
+                     *TINY_FLAGS)
+    assert result.returncode == 0, result.stderr
+    assert "resumed" not in result.stderr
+    assert [s for s, _ in snapshot.list_snapshots(str(out / "snapshots"))] == [2]
