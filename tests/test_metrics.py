@@ -263,3 +263,16 @@ def test_user_mistakes_are_metrics_errors(digits):
         compute_metrics(images[:10].astype(np.float32), images[10:20], extractor)
     with pytest.raises(MetricsError, match="channels"):
         extractor(np.repeat(images[:4], 3, axis=-1))
+
+
+def test_download_without_a_pinned_hash_is_refused(monkeypatch, tmp_path):
+    from paddle_gan_kit.metrics import MetricsError, inception
+
+    monkeypatch.setattr(inception, "INCEPTION_WEIGHTS_SHA256", None)
+    monkeypatch.delenv(inception.WEIGHTS_ENV, raising=False)
+    monkeypatch.setenv("PADDLE_GAN_KIT_CACHE", str(tmp_path))
+    fetched = []
+    monkeypatch.setattr(inception.urllib.request, "urlretrieve", lambda *a, **k: fetched.append(a))
+    with pytest.raises(MetricsError, match="needs the sha256"):
+        inception.load_inception(download=True)
+    assert not fetched

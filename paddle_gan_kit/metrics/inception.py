@@ -220,6 +220,10 @@ def file_sha256(path):
 
 def _download_weights(expected_sha256):
     """Fetch the published weights into the cache dir once; returns the local path."""
+    if not expected_sha256:
+        # weights are unpickled code-bearing files: never fetch one that cannot be checked
+        raise MetricsError(f"--download needs the sha256 of {INCEPTION_WEIGHTS_URL} and none is pinned "
+                           "in this version; download the file yourself, check it, and pass --weights PATH")
     path = os.path.join(cache_dir(), os.path.basename(INCEPTION_WEIGHTS_URL))
     if os.path.isfile(path):
         return path
