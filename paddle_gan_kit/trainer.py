@@ -436,6 +436,13 @@ class Trainer:
         from tqdm import tqdm
 
         cfg = self.cfg
+        if self.step >= cfg.steps:
+            # rerunning the same command after a run finished (the AI Studio habit) changes nothing
+            self.log.info(f"{self.run_dir} is already at step {self.step} of {cfg.steps}; "
+                          "nothing to do (raise --steps to train longer)")
+            monitor.close_logger(self.log)
+            self.status = "completed"
+            return self.status
         self.vdl = monitor.VisualDLWriter(os.path.join(self.run_dir, "vdl")) if self.rank == 0 else None
         if self.rank == 0:
             self.log.info(

@@ -281,3 +281,12 @@ def test_resume_on_an_empty_out_starts_the_run(tmp_path, tiny_npy):
     assert result.returncode == 0, result.stderr
     assert "resumed" not in result.stderr
     assert [s for s, _ in snapshot.list_snapshots(str(out / "snapshots"))] == [2]
+
+
+def test_rerunning_a_finished_run_changes_nothing(tiny_run):
+    files = {p: os.path.getmtime(p) for p in glob.glob(os.path.join(tiny_run, "**"), recursive=True)
+             if os.path.isfile(p) and not p.endswith("train.log")}
+    result = run_cli("paddle_gan_kit.train", "--out", tiny_run, "--resume", "--no-progress")
+    assert result.returncode == 0, result.stderr
+    assert "already at step 4 of 4; nothing to do" in result.stderr
+    assert files == {p: os.path.getmtime(p) for p in files}
