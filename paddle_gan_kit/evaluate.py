@@ -24,9 +24,10 @@ import numpy as np
 import paddle
 
 from paddle_gan_kit import snapshot as snapshots
-from paddle_gan_kit.errors import GanKitError, cli_entry
+from paddle_gan_kit.errors import ArgumentParser, GanKitError, cli_entry
 from paddle_gan_kit.metrics import METRICS, class_coverage, feature_stats, frechet_distance_from_stats, get_extractor, kid
 from paddle_gan_kit.metrics.inception import WEIGHTS_ENV
+from paddle_gan_kit.metrics.kid import polynomial_kernel
 
 EXTRACTOR_CHOICES = ("auto", "inception", "classifier")
 # KID over 100 subsets of at most 1000 images each, as clean-fid and torch-fidelity report it.
@@ -83,14 +84,6 @@ def _match_channels(images: np.ndarray, channels: int) -> np.ndarray:
         return np.repeat(images, 3, axis=-1)
     luma = images.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
     return np.clip(luma + 0.5, 0, 255).astype(np.uint8)[..., None]
-
-
-def polynomial_kernel(x, y):
-    """KID's kernel (x.y / d + 1)^3 for every pair of rows: (m, d) x (k, d) -> (m, k) float64."""
-    k = x @ y.T
-    k /= x.shape[1]
-    k += 1.0
-    return k * k * k  # a third of the time of ** 3, which numpy computes with pow()
 
 
 def kid_from_kernels(k_aa, k_bb, k_ab, n_subsets=KID_SUBSETS, subset_size=KID_SUBSET_SIZE, seed=0):
@@ -354,7 +347,7 @@ def format_result(result: dict) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m paddle_gan_kit.evaluate",
         description="FID/KID (and class coverage) of a run's generator against real images; prints the result "
                     "as JSON and saves it in RUN/eval/.",

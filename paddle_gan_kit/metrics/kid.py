@@ -12,15 +12,18 @@ from .errors import MetricsError
 from .frechet import check_features
 
 
-def _polynomial_kernel(x, y):
-    """(x.y / d + 1)^3 for every pair of rows: (m, d) x (m, d) -> (m, m) float64."""
-    return (x @ y.T / x.shape[1] + 1.0) ** 3
+def polynomial_kernel(x, y):
+    """KID's kernel (x.y / d + 1)^3 for every pair of rows: (m, d) x (k, d) -> (m, k) float64."""
+    k = x @ y.T
+    k /= x.shape[1]
+    k += 1.0
+    return k * k * k  # a third of the time of ** 3, which numpy computes with pow()
 
 
 def _unbiased_mmd2(x, y):
     """Unbiased MMD^2 between two equal-size samples (m, d), m >= 2."""
     m = x.shape[0]
-    k_xx, k_yy, k_xy = _polynomial_kernel(x, x), _polynomial_kernel(y, y), _polynomial_kernel(x, y)
+    k_xx, k_yy, k_xy = polynomial_kernel(x, x), polynomial_kernel(y, y), polynomial_kernel(x, y)
     within = (k_xx.sum() - np.trace(k_xx) + k_yy.sum() - np.trace(k_yy)) / (m * (m - 1))
     return within - 2.0 * k_xy.sum() / (m * m)
 
