@@ -36,9 +36,9 @@ class ImageData:
 
 def cache_dir() -> str:
     """Directory for generated and prepared data: $PADDLE_GAN_KIT_CACHE or ~/.cache/paddle_gan_kit."""
-    return os.environ.get("PADDLE_GAN_KIT_CACHE") or os.path.join(
-        os.path.expanduser("~"), ".cache", "paddle_gan_kit"
-    )
+    from data_prep.gems import default_cache_dir
+
+    return str(default_cache_dir())
 
 
 def _as_nhwc(images: np.ndarray, origin: str) -> np.ndarray:

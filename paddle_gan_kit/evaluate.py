@@ -25,6 +25,7 @@ import paddle
 
 from paddle_gan_kit import snapshot as snapshots
 from paddle_gan_kit.errors import ArgumentParser, GanKitError, cli_entry
+from paddle_gan_kit.latent import generate_images
 from paddle_gan_kit.metrics import METRICS, class_coverage, feature_stats, frechet_distance_from_stats, get_extractor, kid
 from paddle_gan_kit.metrics.inception import WEIGHTS_ENV
 from paddle_gan_kit.metrics.kid import polynomial_kernel
@@ -192,20 +193,8 @@ class Evaluator:
 
     def generate(self, generator, z_dim: int, z_dist: str) -> np.ndarray:
         """n images uint8 (n, H, W, C) from ``generator`` in eval mode; its mode is restored."""
-        z = self.latents(z_dim, z_dist)
-        was_training = generator.training
-        generator.eval()
-        chunks = []
-        try:
-            with paddle.no_grad():
-                for start in range(0, self.n, self.batch_size):
-                    x = generator(paddle.to_tensor(z[start:start + self.batch_size]))  # (B, C, H, W) in [-1, 1]
-                    x = np.clip((x.numpy() + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8)
-                    chunks.append(x.transpose(0, 2, 3, 1))                            # (B, H, W, C)
-        finally:
-            if was_training:
-                generator.train()
-        return _match_channels(np.concatenate(chunks), self.channels)
+        images = generate_images(generator, self.latents(z_dim, z_dist), self.batch_size)
+        return _match_channels(images, self.channels)
 
     def _kid(self, feats):
         if self._real_kernel is not None and len(feats) <= _KERNEL_CACHE_MAX:

@@ -18,7 +18,7 @@ import numpy as np
 import paddle
 from paddle import nn
 
-from .cache import cache_dir as default_cache_dir
+from paddle_gan_kit.data import cache_dir as default_cache_dir
 from .errors import MetricsError
 from .resize import RESIZER, check_images, describe_resize, resize_images
 
