@@ -137,3 +137,28 @@ def test_sample_layer_norm_matches_the_formula():
     var = flat.var(1).reshape(4, 1, 1, 1)
     expected = (x - mean) / np.sqrt(var + 1e-5) * weight + bias
     np.testing.assert_allclose(norm(paddle.to_tensor(x)).numpy(), expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("transpose", [False, True])
+def test_fast_bias_convs_equal_paddles_own(transpose):
+    """The models' Conv2D/Conv2DTranspose add the bias through a (N, C, H*W) view (faster on the
+    CPU); outputs and gradients must equal nn.Conv2D/nn.Conv2DTranspose with the same weights."""
+    from paddle_gan_kit.models import layers
+
+    ours_cls, paddle_cls = ((layers.Conv2DTranspose, paddle.nn.Conv2DTranspose) if transpose
+                            else (layers.Conv2D, paddle.nn.Conv2D))
+    ours, reference = ours_cls(6, 5, 4, 2, 1), paddle_cls(6, 5, 4, stride=2, padding=1)
+    assert [p.shape for p in ours.parameters()] == [p.shape for p in reference.parameters()]
+    reference.set_state_dict(ours.state_dict())
+    rng = np.random.default_rng(0)
+    ours.bias.set_value(rng.normal(0, 1, [5]).astype("float32"))
+    reference.bias.set_value(ours.bias.numpy())
+    x = paddle.to_tensor(rng.normal(0, 1, (3, 6, 8, 8)).astype("float32"), stop_gradient=False)
+    weight_out = paddle.to_tensor(rng.normal(0, 1, ours(x).shape).astype("float32"))
+    results = []
+    for layer in (ours, reference):
+        y = layer(x)
+        grads = paddle.grad((y * weight_out).sum(), [x, layer.weight, layer.bias])
+        results.append([y.numpy()] + [g.numpy() for g in grads])
+    for a, b in zip(*results):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from paddle import nn
 
 from paddle_gan_kit.config import parse_size
-from paddle_gan_kit.models.layers import SampleLayerNorm
+from paddle_gan_kit.models.layers import Conv2D, Conv2DTranspose, SampleLayerNorm
 
 
 def stage_channels(k: int, base: int, max_channels: int) -> list[int]:
@@ -29,18 +29,18 @@ class Generator(nn.Layer):
         widths = stage_channels(k, base_channels, max_channels)[::-1]  # bottleneck first
         # z as a 1x1 map, projected to the s0 x s0 bottleneck by one transposed conv
         layers = [
-            nn.Conv2DTranspose(z_dim, widths[0], s0, 1, 0, bias_attr=False),  # (N, w0, s0, s0)
+            Conv2DTranspose(z_dim, widths[0], s0, 1, 0, bias_attr=False),  # (N, w0, s0, s0)
             nn.BatchNorm2D(widths[0]),
             nn.ReLU(),
         ]
         for c_in, c_out in zip(widths[:-1], widths[1:]):
             layers += [
-                nn.Conv2DTranspose(c_in, c_out, 4, 2, 1, bias_attr=False),  # (N, c_out, 2h, 2w)
+                Conv2DTranspose(c_in, c_out, 4, 2, 1, bias_attr=False),  # (N, c_out, 2h, 2w)
                 nn.BatchNorm2D(c_out),
                 nn.ReLU(),
             ]
         layers += [
-            nn.Conv2DTranspose(widths[-1], channels, 4, 2, 1),  # (N, C, size, size)
+            Conv2DTranspose(widths[-1], channels, 4, 2, 1),  # (N, C, size, size)
             nn.Tanh(),
         ]
         self.net = nn.Sequential(*layers)
@@ -77,17 +77,17 @@ class Discriminator(nn.Layer):
         self.size, self.channels = size, channels
         widths = stage_channels(k, base_channels, max_channels)
         layers = [
-            nn.Conv2D(channels, widths[0], 4, 2, 1),  # (N, w0, size/2, size/2)
+            Conv2D(channels, widths[0], 4, 2, 1),  # (N, w0, size/2, size/2)
             nn.LeakyReLU(0.2),
         ]
         has_norm = norm != "none"
         for c_in, c_out in zip(widths[:-1], widths[1:]):
             layers += [
-                nn.Conv2D(c_in, c_out, 4, 2, 1, bias_attr=False if has_norm else None),  # halves
+                Conv2D(c_in, c_out, 4, 2, 1, bias_attr=False if has_norm else None),  # halves
                 _norm(norm, c_out),
                 nn.LeakyReLU(0.2),
             ]
-        layers.append(nn.Conv2D(widths[-1], 1, s0, 1, 0))  # (N, 1, 1, 1)
+        layers.append(Conv2D(widths[-1], 1, s0, 1, 0))  # (N, 1, 1, 1)
         self.net = nn.Sequential(*layers)
 
     def forward(self, x):
