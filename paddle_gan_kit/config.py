@@ -55,6 +55,8 @@ class TrainConfig:
     seed: int = 0  # seeds weights, noise and data order; a run is reproducible from it
     sync_bn: bool = False  # several ranks: BatchNorm statistics over the global batch (SyncBatchNorm)
     device: str = "auto"  # "auto" (GPU when Paddle has CUDA and a GPU), "gpu" or "cpu"
+    amp: str = "off"  # GPU mixed precision: "off", "float16" (with loss scaling) or "bfloat16"
+    compile: bool = False  # run G and D under paddle.jit.to_static where gradients check out
 
     # --- outputs (steps are generator updates) ------------------------------------------
     snapshot_every: int = 500  # write a complete snapshot every this many steps
@@ -91,13 +93,14 @@ class TrainConfig:
 # Keys a resumed run may change; every other key must equal the run's own.
 RESUMABLE_KEYS = frozenset(
     {"steps", "snapshot_every", "keep_snapshots", "sample_every", "log_every", "device", "out",
-     "eval_every", "eval_weights"}
+     "eval_every", "eval_weights", "amp", "compile"}
 )
 
 _CHOICES = {
     "z_dist": ("normal", "uniform"),
     "critic_norm": ("layer", "instance", "none"),
     "device": ("auto", "gpu", "cpu"),
+    "amp": ("off", "float16", "bfloat16"),
     "fit": ("crop", "pad", "stretch"),
     "eval_extractor": ("auto", "inception", "classifier"),
 }

@@ -4,6 +4,8 @@ from __future__ import annotations
 import paddle
 import paddle.nn.functional as F
 
+_HALF = (paddle.float16, paddle.bfloat16)  # autocast dtypes; the penalty's norm is taken in float32
+
 
 def d_loss_nonsaturating(real_logits, fake_logits, label_smoothing: float = 0.0):
     """DCGAN discriminator loss on logits (N,): BCE(real, 1 - smoothing) + BCE(fake, 0).
@@ -32,12 +34,17 @@ def g_loss_wasserstein(fake_scores):
     return -fake_scores.mean()
 
 
-def gradient_penalty(critic, real, fake, epsilon=None):
+def gradient_penalty(critic, real, fake, epsilon=None, loss_scale=None):
     """WGAN-GP penalty E[(||grad_x C(x_hat)||_2 - 1)^2] on x_hat = eps*real + (1-eps)*fake.
 
     ``real``/``fake``: (N, C, H, W); ``epsilon``: (N, 1, 1, 1) in [0, 1], drawn U(0, 1) per
     sample when None (Gulrajani et al. 2017, Algorithm 1). The graph is kept
     (``create_graph=True``) so the penalty trains the critic's parameters.
+
+    ``loss_scale`` (a scalar tensor, float16 training): the inner backward runs on
+    ``scores * loss_scale`` so small gradients survive float16, and the gradients are divided
+    by it again, in float32, before the norm; an overflow gives inf, which the grad scaler
+    then skips. The penalty's value does not depend on it.
     """
     n = real.shape[0]
     if epsilon is None:
@@ -45,7 +52,14 @@ def gradient_penalty(critic, real, fake, epsilon=None):
     x_hat = epsilon * real.detach() + (1.0 - epsilon) * fake.detach()
     x_hat.stop_gradient = False
     scores = critic(x_hat)
-    (grads,) = paddle.grad(outputs=scores.sum(), inputs=x_hat, create_graph=True)
+    total = (scores.astype("float32") if scores.dtype in _HALF else scores).sum()
+    if loss_scale is not None:
+        total = total * loss_scale
+    (grads,) = paddle.grad(outputs=total, inputs=x_hat, create_graph=True)
+    if grads.dtype in _HALF:
+        grads = grads.astype("float32")
+    if loss_scale is not None:
+        grads = grads / loss_scale
     # the small offset keeps sqrt differentiable should a gradient be exactly zero
     norms = paddle.sqrt(paddle.sum(grads.reshape([n, -1]) ** 2, axis=1) + 1e-12)  # (N,)
     return paddle.mean((norms - 1.0) ** 2)

@@ -30,6 +30,7 @@ FLAGS = {
     "batch_size": ("--batch-size", int, "images per D/critic update"),
     "seed": ("--seed", int, "seed of weights, noise and data order"),
     "device": ("--device", str, "auto, gpu or cpu"),
+    "amp": ("--amp", str, "GPU mixed precision: off, float16 or bfloat16 (default off)"),
     "snapshot_every": ("--snapshot-every", int, "steps between snapshots"),
     "sample_every": ("--sample-every", int, "steps between sample grids"),
     "log_every": ("--log-every", int, "steps between logged losses"),
@@ -52,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="set any config key, e.g. --set lr_g=1e-4 (repeatable)")
     parser.add_argument("--sync-bn", action="store_true", default=argparse.SUPPRESS,
                         help="several GPU ranks: BatchNorm statistics over the global batch")
+    parser.add_argument("--compile", action="store_true", default=argparse.SUPPRESS,
+                        help="run G and D under paddle.jit.to_static where it gives the dynamic graph's "
+                             "gradients (checked at start; the log says which)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
     return parser
 
@@ -64,7 +68,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     if args.config:
         explicit.update(load_yaml(args.config))
     explicit.update(parse_set(args.overrides))
-    for key in list(FLAGS) + ["sync_bn"]:
+    for key in list(FLAGS) + ["sync_bn", "compile"]:
         if hasattr(args, key):
             explicit[key] = getattr(args, key)
     cfg = build_config(explicit)

@@ -5,6 +5,7 @@ makes ``n_critic`` critic updates, each on a fresh real batch.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import random
@@ -63,6 +64,20 @@ def select_device(choice: str) -> tuple[str, str | None]:
     return "cpu", None
 
 
+def check_amp(amp: str, device: str) -> None:
+    """Refuse mixed precision where it cannot work, in one line naming the fix."""
+    if amp == "off":
+        return
+    if not device.startswith("gpu"):
+        raise GanKitError(
+            f"--amp {amp}: mixed precision needs a GPU (Paddle's autocast does nothing on the CPU); "
+            "drop --amp or train on a GPU"
+        )
+    supported = paddle.amp.is_bfloat16_supported() if amp == "bfloat16" else paddle.amp.is_float16_supported()
+    if not supported:
+        raise GanKitError(f"--amp {amp}: this GPU has no {amp} support; use --amp float16 or drop --amp")
+
+
 class Trainer:
     """Trains one run directory from a ``TrainConfig``; ``fit()`` runs up to ``config.steps``.
 
@@ -86,6 +101,7 @@ class Trainer:
         if previous is not None:
             cfg = self._check_compatible(previous, cfg)
         self.device, notice = select_device(cfg.device)
+        check_amp(cfg.amp, self.device)
         paddle.set_device(self.device)
 
         self.data = load_images(
@@ -130,6 +146,10 @@ class Trainer:
         self._g_trainable = [not p.stop_gradient for p in self.generator.parameters()]
         self.opt_g = self._adam(self.generator, cfg.lr_g)
         self.opt_d = self._adam(self.discriminator, cfg.lr_d)
+        # float16 needs loss scaling (one scaler per optimizer); bfloat16 has float32's range
+        self.scalers = None
+        if cfg.amp == "float16":
+            self.scalers = {"g": paddle.amp.GradScaler(), "d": paddle.amp.GradScaler()}
         rng = np.random.default_rng([cfg.seed, 1])
         self.fixed_noise = self._draw_noise_numpy(rng, cfg.n_samples)
         self.step, self.history = 0, []
@@ -147,6 +167,8 @@ class Trainer:
         elif self.rank == 0:
             save_yaml(self.cfg, os.path.join(self.run_dir, "config.yaml"))
         self.G, self.D = self._wrap_parallel()
+        if cfg.compile:
+            self._compile()
         self.stop_signal: int | None = None
         self._sums: dict = {}
         self._sum_count = 0
@@ -182,6 +204,17 @@ class Trainer:
                 for p in model.parameters():
                     if p.stop_gradient and id(p) not in self._d_params_set:
                         dist.broadcast(p, src=0)
+
+    def _compile(self) -> None:
+        if self.world_size > 1:
+            notes = ["compile: not used with several ranks (DataParallel); training in dynamic graph"]
+        else:
+            from paddle_gan_kit import static_graph
+
+            notes = static_graph.compile_models(self)
+        for note in notes:
+            if self.rank == 0:
+                self.log.info(note)
 
     def _check_compatible(self, previous: TrainConfig, new: TrainConfig) -> TrainConfig:
         """Merge a resumed run's config with the new one, refusing changed hyper-parameters."""
@@ -240,6 +273,7 @@ class Trainer:
             "opt_g": snapshot.portable_optimizer_state(self.opt_g.state_dict(), self.generator),
             "opt_d": snapshot.portable_optimizer_state(self.opt_d.state_dict(), self.discriminator),
             "rng": snapshot.rng_states(),
+            "amp_scalers": {k: s.state_dict() for k, s in self.scalers.items()} if self.scalers else None,
             "fixed_noise": self.fixed_noise,
             "history": list(self.history),
             "best": self.best,
@@ -265,6 +299,9 @@ class Trainer:
             self.generator_ema.set_state_dict(payload["generator_ema"])
         self.opt_g.set_state_dict(snapshot.restore_optimizer_state(payload["opt_g"], self.generator))
         self.opt_d.set_state_dict(snapshot.restore_optimizer_state(payload["opt_d"], self.discriminator))
+        if self.scalers and payload.get("amp_scalers"):
+            for key, scaler in self.scalers.items():
+                scaler.load_state_dict(payload["amp_scalers"][key])
         self.step = int(payload["step"])
         self.fixed_noise = payload["fixed_noise"]
         self.history = list(payload["history"])
@@ -294,17 +331,39 @@ class Trainer:
         for p in self._d_params:
             p.stop_gradient = not flag
 
-    @staticmethod
-    def _update(optimizer, loss) -> None:
+    def _update(self, optimizer, loss, part: str) -> None:
         optimizer.clear_grad(set_to_zero=False)  # None, not zeros: no memset of every gradient
-        loss.backward()
-        optimizer.step()
+        if self.scalers is None:
+            loss.backward()
+            optimizer.step()
+        else:  # float16: scaled backward; the step is skipped (and the scale lowered) on inf/nan
+            scaler = self.scalers[part]
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+
+    def _autocast(self):
+        if self.cfg.amp == "off":
+            return contextlib.nullcontext()
+        return paddle.amp.auto_cast(enable=True, dtype=self.cfg.amp, level="O1")
+
+    def _d(self, images):
+        """D/critic logits or scores (B,) float32; the network itself runs under autocast."""
+        with self._autocast():
+            out = self.D(images)
+        return out if self.cfg.amp == "off" else out.astype("float32")
+
+    def _g(self, z):
+        """G(z) as float32 images (B, C, H, W); the network itself runs under autocast."""
+        with self._autocast():
+            out = self.G(z)
+        return out if self.cfg.amp == "off" else out.astype("float32")
 
     def _generator_update(self, fake, loss_fn):
         """One G step on ``loss_fn(D(fake))``; D's weights get no (wasted) gradients."""
         self._set_d_trainable(False)
-        loss = loss_fn(self.D(fake))
-        self._update(self.opt_g, loss)
+        loss = loss_fn(self._d(fake))
+        self._update(self.opt_g, loss, "g")
         self._set_d_trainable(True)
         return loss
 
@@ -317,11 +376,11 @@ class Trainer:
     def _dcgan_step(self) -> dict:
         cfg = self.cfg
         real = self.real_batch()  # (B, C, H, W)
-        fake = self.G(self.noise(real.shape[0]))  # (B, C, H, W)
-        d_real = self.D(real)  # (B,) logits
-        d_fake = self.D(fake.detach())
+        fake = self._g(self.noise(real.shape[0]))  # (B, C, H, W)
+        d_real = self._d(real)  # (B,) logits
+        d_fake = self._d(fake.detach())
         loss_d = losses.d_loss_nonsaturating(d_real, d_fake, cfg.label_smoothing)
-        self._update(self.opt_d, loss_d)
+        self._update(self.opt_d, loss_d, "d")
         loss_g = self._generator_update(fake, losses.g_loss_nonsaturating)
         return {
             "loss_g": loss_g.detach(),
@@ -335,13 +394,16 @@ class Trainer:
         for _ in range(cfg.n_critic):
             real = self.real_batch()
             with paddle.no_grad():
-                fake = self.G(self.noise(real.shape[0]))
-            c_real = self.D(real).mean()
-            c_fake = self.D(fake).mean()
-            gp = losses.gradient_penalty(self.D, real, fake)
+                fake = self._g(self.noise(real.shape[0]))
+            c_real = self._d(real).mean()
+            c_fake = self._d(fake).mean()
+            # under float16 the penalty's inner backward is scaled like the loss, so small input
+            # gradients do not underflow; the norm is taken in float32 after unscaling
+            loss_scale = self.scalers["d"].scale(paddle.ones([])) if self.scalers else None
+            gp = losses.gradient_penalty(self._d, real, fake, loss_scale=loss_scale)
             loss_c = c_fake - c_real + cfg.gp_weight * gp
-            self._update(self.opt_d, loss_c)
-        loss_g = self._generator_update(self.G(self.noise(cfg.batch_size)), losses.g_loss_wasserstein)
+            self._update(self.opt_d, loss_c, "d")
+        loss_g = self._generator_update(self._g(self.noise(cfg.batch_size)), losses.g_loss_wasserstein)
         return {
             "loss_g": loss_g.detach(),
             "loss_critic": loss_c.detach(),
