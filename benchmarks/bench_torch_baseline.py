@@ -43,20 +43,20 @@ class LayerNorm2d(nn.Module):
         return centred * torch.rsqrt(var + 1e-5) * self.weight + self.bias
 
 
-def generator(size, z_dim=100, base=64):
+def generator(size, z_dim=100, base=64, channels=3):
     s0, k = split(size)
     w = widths(k, base)[::-1]
     layers = [nn.ConvTranspose2d(z_dim, w[0], s0, 1, 0, bias=False), nn.BatchNorm2d(w[0]), nn.ReLU(True)]
     for a, b in zip(w[:-1], w[1:]):
         layers += [nn.ConvTranspose2d(a, b, 4, 2, 1, bias=False), nn.BatchNorm2d(b), nn.ReLU(True)]
-    layers += [nn.ConvTranspose2d(w[-1], 3, 4, 2, 1), nn.Tanh()]
+    layers += [nn.ConvTranspose2d(w[-1], channels, 4, 2, 1), nn.Tanh()]
     return nn.Sequential(*layers)
 
 
-def discriminator(size, base=64, norm="batch"):
+def discriminator(size, base=64, norm="batch", channels=3):
     s0, k = split(size)
     w = widths(k, base)
-    layers = [nn.Conv2d(3, w[0], 4, 2, 1), nn.LeakyReLU(0.2, True)]
+    layers = [nn.Conv2d(channels, w[0], 4, 2, 1), nn.LeakyReLU(0.2, True)]
     for a, b in zip(w[:-1], w[1:]):
         layer_norm = {"batch": nn.BatchNorm2d, "layer": LayerNorm2d, "none": lambda c: nn.Identity()}[norm]
         layers += [nn.Conv2d(a, b, 4, 2, 1, bias=norm == "none"), layer_norm(b), nn.LeakyReLU(0.2, True)]
@@ -64,10 +64,10 @@ def discriminator(size, base=64, norm="batch"):
     return nn.Sequential(*layers)
 
 
-def bench(model, size, batch, steps, critic_norm):
+def bench(model, size, batch, steps, critic_norm, base=64, channels=3):
     torch.manual_seed(0)
-    G = generator(size)
-    D = discriminator(size, norm="batch" if model == "dcgan" else critic_norm)
+    G = generator(size, base=base, channels=channels)
+    D = discriminator(size, base=base, norm="batch" if model == "dcgan" else critic_norm, channels=channels)
     betas = (0.5, 0.999) if model == "dcgan" else (0.0, 0.9)
     opt_g = torch.optim.Adam(G.parameters(), 2e-4, betas=betas)
     opt_d = torch.optim.Adam(D.parameters(), 2e-4, betas=betas)
@@ -76,7 +76,7 @@ def bench(model, size, batch, steps, critic_norm):
 
     def step():
         for _ in range(n_critic):
-            real = torch.rand(batch, 3, size, size) * 2 - 1
+            real = torch.rand(batch, channels, size, size) * 2 - 1
             z = torch.randn(batch, 100, 1, 1)
             if model == "dcgan":
                 fake = G(z)
@@ -111,7 +111,7 @@ def bench(model, size, batch, steps, critic_norm):
         times.append(time.perf_counter() - start)
     s = statistics.median(times)
     return {"framework": f"torch {torch.__version__}", "model": model, "size": size, "batch_size": batch,
-            "n_critic": n_critic, "critic_norm": critic_norm if model != "dcgan" else None,
+            "widths": base, "channels": channels, "n_critic": n_critic, "critic_norm": critic_norm if model != "dcgan" else None,
             "threads": torch.get_num_threads(), "step_s_median": round(s, 4),
             "train_images_per_s": round(batch * n_critic / s, 2)}
 
@@ -123,9 +123,12 @@ def main():
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--critic-norm", default="layer", choices=["layer", "none"])
+    parser.add_argument("--widths", type=int, default=64, help="g_channels = d_channels of the recipe")
+    parser.add_argument("--channels", type=int, default=3, choices=[1, 3])
     args = parser.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", os.cpu_count() or 1)))
-    print(json.dumps(bench(args.model, args.size, args.batch_size, args.steps, args.critic_norm)), flush=True)
+    print(json.dumps(bench(args.model, args.size, args.batch_size, args.steps, args.critic_norm, args.widths,
+                           args.channels)), flush=True)
 
 
 if __name__ == "__main__":

@@ -1,15 +1,21 @@
-"""Training-step and sampling throughput of paddle_gan_kit's own trainer (a benchmark, not a test).
+"""Training, sampling and latent-walk throughput of paddle_gan_kit's own code (a benchmark, not a test).
 
-Prints one JSON line per (model, size): median seconds per generator step over ``--steps``
-timed steps after warm-up, images/s (real images consumed by D/critic updates per second),
-and generator sampling images/s. Data are random uint8 images, so only compute is measured.
+Prints one JSON line per recipe in configs/ (or per ``--model``/``--size`` case): the median
+seconds per generator step over ``--steps`` timed steps after warm-up, training images/s (real
+images consumed by D/critic updates per second), generator sampling images/s (eval mode, no
+gradients) and latent-walk frames/s (generation plus GIF encoding of a 4-key x 8-frame walk).
+Data are random uint8 images, so only compute is measured. It runs on the GPU when Paddle has
+one (the device is in each line) and on the CPU otherwise.
 
-    python benchmarks/bench_train.py --model dcgan --size 64 --batch-size 64
-    python benchmarks/bench_train.py            # the recipes in configs/ at batch 64
+    python benchmarks/bench_train.py                                  # every recipe in configs/
+    python benchmarks/bench_train.py --recipe dcgan_64 --recipe wgan_gp_96
+    python benchmarks/bench_train.py --model dcgan --size 64 --batch-size 64 --steps 5
+    python benchmarks/bench_train.py --model wgan_gp --size 64 --set critic_norm=none
 """
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import os
 import statistics
@@ -17,16 +23,33 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
 
-import paddle_gan_kit  # noqa: E402  (sets CPU threads before Paddle loads)
+import paddle_gan_kit  # noqa: E402,F401  (sets CPU threads before Paddle loads)
 import numpy as np  # noqa: E402
 import paddle  # noqa: E402
 
-from paddle_gan_kit.config import TrainConfig  # noqa: E402
+from paddle_gan_kit.config import TrainConfig, load_yaml, parse_set  # noqa: E402
+from paddle_gan_kit.interpolate import encode_gif, walk_latents  # noqa: E402
+from paddle_gan_kit.latent import generate_images  # noqa: E402
 from paddle_gan_kit.trainer import Trainer  # noqa: E402
 
-DEFAULT_CASES = [("dcgan", 64), ("dcgan", 96), ("wgan_gp", 64), ("wgan_gp", 96)]
+# recipe keys that shape the nets and the step; data, steps and outputs are the benchmark's own
+SHAPE_KEYS = ("model", "size", "batch_size", "g_channels", "d_channels", "max_channels", "z_dim",
+              "critic_norm", "n_critic", "channels")
+
+
+def recipes() -> dict[str, dict]:
+    """name -> the shape keys of every configs/*.yaml."""
+    found = {}
+    for path in sorted(glob.glob(os.path.join(REPO, "configs", "*.yaml"))):
+        values = load_yaml(path)
+        shape = {k: v for k, v in values.items() if k in SHAPE_KEYS}
+        if str(values.get("data", "")).startswith("builtin:"):  # MNIST and Fashion-MNIST are grayscale
+            shape.setdefault("channels", 1)
+        found[os.path.splitext(os.path.basename(path))[0]] = shape
+    return found
 
 
 def sync(values):
@@ -34,12 +57,15 @@ def sync(values):
     float(next(iter(values.values())))
 
 
-def bench(model: str, size: int, batch_size: int, steps: int, warmup: int, extra: dict) -> dict:
+def bench(name: str, values: dict, steps: int, warmup: int) -> dict:
+    cfg = TrainConfig(**values)
     with tempfile.TemporaryDirectory() as tmp:
-        data = np.random.default_rng(0).integers(0, 256, (max(4 * batch_size, 256), size, size, 3), np.uint8)
+        channels = cfg.channels or 3
+        data = np.random.default_rng(0).integers(0, 256, (max(4 * cfg.batch_size, 256), cfg.size, cfg.size, channels),
+                                                 np.uint8)
         np.save(os.path.join(tmp, "data.npy"), data)
-        cfg = TrainConfig(model=model, size=size, batch_size=batch_size, data=os.path.join(tmp, "data.npy"),
-                          out=os.path.join(tmp, "run"), steps=steps + warmup, **extra)
+        cfg = TrainConfig(**{**values, "data": os.path.join(tmp, "data.npy"), "out": os.path.join(tmp, "run"),
+                             "steps": steps + warmup})
         trainer = Trainer(cfg, progress=False)
         for _ in range(warmup):
             sync(trainer.train_step())
@@ -49,45 +75,61 @@ def bench(model: str, size: int, batch_size: int, steps: int, warmup: int, extra
             sync(trainer.train_step())
             times.append(time.perf_counter() - start)
         step_s = statistics.median(times)
+
         generator = trainer.generator
         generator.eval()
-        z = paddle.randn([batch_size, cfg.z_dim])
+        z = paddle.randn([cfg.batch_size, cfg.z_dim])
         with paddle.no_grad():
             generator(z).numpy()
             start = time.perf_counter()
             generator(z).numpy()
             sample_s = time.perf_counter() - start
-        images_per_step = batch_size * trainer.cfg.n_critic
+        walk = walk_latents(cfg.z_dim, cfg.z_dist, keys=4, frames=8)[:, 0]  # (32, z_dim)
+        generate_images(generator, walk[:4], cfg.batch_size)  # warm-up
+        start = time.perf_counter()
+        encode_gif(generate_images(generator, walk, cfg.batch_size), fps=20)
+        walk_s = time.perf_counter() - start
+
+        resolved = trainer.cfg
+        images_per_step = resolved.batch_size * resolved.n_critic
         return {
-            "model": model, "size": size, "batch_size": batch_size,
-            "n_critic": trainer.cfg.n_critic, "critic_norm": trainer.cfg.critic_norm if model == "wgan_gp" else None,
+            "recipe": name, "model": resolved.model, "size": resolved.size, "batch_size": resolved.batch_size,
+            "widths": [resolved.g_channels, resolved.d_channels], "n_critic": resolved.n_critic,
+            "critic_norm": resolved.critic_norm if resolved.model == "wgan_gp" else None,
             "device": trainer.device, "threads": os.environ.get("OMP_NUM_THREADS"),
             "step_s_median": round(step_s, 4), "train_images_per_s": round(images_per_step / step_s, 2),
             "generator_updates_per_s": round(1 / step_s, 3),
-            "sample_images_per_s": round(batch_size / sample_s, 1),
+            "sample_images_per_s": round(cfg.batch_size / sample_s, 1),
+            "walk_frames_per_s": round(len(walk) / walk_s, 1),
             "paddle": paddle.__version__,
         }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", choices=["dcgan", "wgan_gp"])
-    parser.add_argument("--size", type=int)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--steps", type=int, default=5, help="timed generator steps")
+    parser.add_argument("--recipe", action="append", default=[], help="a configs/ name (repeatable; default all)")
+    parser.add_argument("--model", choices=["dcgan", "wgan_gp"], help="an ad-hoc case instead of the recipes")
+    parser.add_argument("--size", type=int, help="image side of the ad-hoc case (default 64)")
+    parser.add_argument("--batch-size", type=int, help="overrides the recipe's batch size")
+    parser.add_argument("--steps", type=int, default=3, help="timed generator steps")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config overrides")
     args = parser.parse_args()
-    from paddle_gan_kit.config import parse_set
 
-    extra = parse_set(args.set)
-    cases = DEFAULT_CASES
+    known = recipes()
     if args.model or args.size:
-        cases = [(m, s) for m, s in DEFAULT_CASES if (args.model in (None, m)) and (args.size in (None, s))]
-        if not cases:
-            cases = [(args.model or "dcgan", args.size or 64)]
-    for model, size in cases:
-        print(json.dumps(bench(model, size, args.batch_size, args.steps, args.warmup, extra)), flush=True)
+        cases = {f"{args.model or 'dcgan'}_{args.size or 64}": {"model": args.model or "dcgan", "size": args.size or 64}}
+    else:
+        unknown = [r for r in args.recipe if r not in known]
+        if unknown:
+            parser.error(f"unknown recipe {unknown[0]!r}; choose from {', '.join(known)}")
+        cases = {name: known[name] for name in (args.recipe or known)}
+    extra = parse_set(args.set)
+    for name, values in cases.items():
+        values = {**values, **extra}
+        if args.batch_size:
+            values["batch_size"] = args.batch_size
+        print(json.dumps(bench(name, values, args.steps, args.warmup)), flush=True)
 
 
 if __name__ == "__main__":

@@ -124,3 +124,14 @@ def test_the_compile_check_rejects_wrong_gradients():
     assert "missing" in _compare(good, [None, None], "x")
     assert "all zero" in _compare(good, [np.zeros(3, np.float32), None], "x")
     assert "differs" in _compare(good, [np.full(3, 1.1, np.float32), None], "x")
+
+
+def test_compile_flag_from_the_command_line_logs_its_outcome(tmp_path, tiny_npy):
+    out = tmp_path / "run"
+    result = run_cli("paddle_gan_kit.train", "--data", tiny_npy, "--out", out, "--steps", 1, "--size", 16,
+                     "--set", "g_channels=8", "--set", "d_channels=8", "--batch-size", 8, "--no-progress",
+                     "--compile")
+    assert result.returncode == 0, result.stderr[-2000:]
+    log = _log(str(out))
+    assert "compile: generator" in log and "compile: discriminator" in log
+    assert "compile: true" in (out / "config.yaml").read_text()
