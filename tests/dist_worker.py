@@ -49,7 +49,8 @@ def equiv(out, global_batch):
     trainer.real_batch = lambda: paddle.to_tensor(real_all[rows])
     trainer.noise = lambda n: paddle.to_tensor(z_all[rows])
     penalty = losses.gradient_penalty
-    losses.gradient_penalty = lambda c, r, f, epsilon=None: penalty(c, r, f, paddle.to_tensor(eps_all[rows]))
+    losses.gradient_penalty = lambda c, r, f, epsilon=None, loss_scale=None: penalty(
+        c, r, f, paddle.to_tensor(eps_all[rows]), loss_scale=loss_scale)
     trainer.generator.eval()  # per-sample generator: fakes do not depend on the batch split
     trainer.train_step()
     critic = {k: v.numpy() for k, v in trainer.discriminator.state_dict().items()}
