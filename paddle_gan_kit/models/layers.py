@@ -20,30 +20,29 @@ def add_channel_bias(x, bias):
     return (x.reshape([n, c, h * w]) + bias.reshape([c, 1])).reshape([n, c, h, w])
 
 
-class Conv2D(nn.Conv2D):
+class _ChannelBiasConv:
+    """Shared by the two convs below: the conv without bias, then ``add_channel_bias``."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias_attr=None):
+        super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=padding,
+                         bias_attr=bias_attr)
+        self.conv_stride, self.conv_padding = stride, padding
+
+    def forward(self, x):
+        out = self.convolve(x, self.weight, None, stride=self.conv_stride, padding=self.conv_padding)
+        return out if self.bias is None else add_channel_bias(out, self.bias)
+
+
+class Conv2D(_ChannelBiasConv, nn.Conv2D):
     """``nn.Conv2D`` (NCHW, same parameters) whose bias is added by ``add_channel_bias``."""
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias_attr=None):
-        super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=padding,
-                         bias_attr=bias_attr)
-        self.conv_stride, self.conv_padding = stride, padding
-
-    def forward(self, x):
-        out = F.conv2d(x, self.weight, None, stride=self.conv_stride, padding=self.conv_padding)
-        return out if self.bias is None else add_channel_bias(out, self.bias)
+    convolve = staticmethod(F.conv2d)
 
 
-class Conv2DTranspose(nn.Conv2DTranspose):
+class Conv2DTranspose(_ChannelBiasConv, nn.Conv2DTranspose):
     """``nn.Conv2DTranspose`` (NCHW, same parameters) whose bias is added by ``add_channel_bias``."""
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias_attr=None):
-        super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=padding,
-                         bias_attr=bias_attr)
-        self.conv_stride, self.conv_padding = stride, padding
-
-    def forward(self, x):
-        out = F.conv2d_transpose(x, self.weight, None, stride=self.conv_stride, padding=self.conv_padding)
-        return out if self.bias is None else add_channel_bias(out, self.bias)
+    convolve = staticmethod(F.conv2d_transpose)
 
 
 class SampleLayerNorm(nn.Layer):
