@@ -93,6 +93,49 @@ def close_logger(logger: logging.Logger) -> None:
         handler.close()
 
 
+def supersede_records_after(logdir: str, step: int, moved_dir: str) -> int:
+    """Make a resumed run's VisualDL history single-valued; returns how many records moved.
+
+    A run resumed from its step-``step`` snapshot logs steps after ``step`` again, so the
+    records an interrupted session wrote after it would show twice. Every record file holding
+    such records is moved, whole and untouched, to ``moved_dir`` (nothing is deleted), and
+    its records up to ``step`` are written again to a new file in ``logdir`` with their own
+    step and wall time. A run restarted at step 0 writes its step-0 samples again, so then
+    every record moves.
+    """
+    import glob
+    import shutil
+
+    import cv2
+    from visualdl import LogReader, LogWriter
+
+    kept, moved, affected = [], 0, []
+    for path in sorted(glob.glob(os.path.join(logdir, "vdlrecords.*"))):
+        reader = LogReader(file_path=path)
+        records = [(kind, tag, r) for kind, tags in reader.get_tags().items() if kind in ("scalar", "image")
+                   for tag in tags for r in reader.get_data(kind, tag)]
+        later = sum(1 for _, _, r in records if step == 0 or r.id > step)
+        if later:
+            affected.append(path)
+            moved += later
+            kept += [(kind, tag, r) for kind, tag, r in records if not (step == 0 or r.id > step)]
+    if not affected:
+        return 0
+    os.makedirs(moved_dir, exist_ok=True)
+    if kept:
+        with LogWriter(logdir=logdir, file_name=f"vdlrecords.kept-{step}-{os.getpid()}.log") as writer:
+            for kind, tag, r in sorted(kept, key=lambda item: (item[2].id, item[2].timestamp)):
+                if kind == "scalar":
+                    writer.add_scalar(tag=tag, value=r.value, step=r.id, walltime=r.timestamp)
+                else:
+                    encoded = np.frombuffer(r.image.encoded_image_string, np.uint8)
+                    image = cv2.imdecode(encoded, cv2.IMREAD_COLOR)[..., ::-1]  # RGB
+                    writer.add_image(tag=tag, img=np.ascontiguousarray(image), step=r.id, walltime=r.timestamp)
+    for path in affected:
+        shutil.move(path, os.path.join(moved_dir, os.path.basename(path)))
+    return moved
+
+
 class VisualDLWriter:
     """Thin wrapper over ``visualdl.LogWriter``: scalars and images at the generator step."""
 

@@ -505,6 +505,12 @@ class Trainer:
             monitor.close_logger(self.log)
             self.status = "completed"
             return self.status
+        if self.rank == 0:
+            moved = monitor.supersede_records_after(os.path.join(self.run_dir, "vdl"), self.step,
+                                                    os.path.join(self.run_dir, "vdl_superseded"))
+            if moved:
+                self.log.info(f"VisualDL: {moved} records an interrupted session wrote after step {self.step} "
+                              f"moved to {self.run_dir}/vdl_superseded (this run logs those steps again)")
         self.vdl = monitor.VisualDLWriter(os.path.join(self.run_dir, "vdl")) if self.rank == 0 else None
         if self.rank == 0:
             self.log.info(

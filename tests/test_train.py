@@ -208,6 +208,31 @@ def test_corrupt_newest_snapshot_falls_back(tmp_path, tiny_npy):
     assert "(step 2)" in result.stderr
 
 
+@pytest.mark.parametrize("keep_snapshot", [True, False])
+def test_resumed_visualdl_history_has_each_step_once(tmp_path, tiny_npy, keep_snapshot):
+    """A session killed after its step-2 snapshot had logged steps 3-4 (or before any snapshot):
+    the resumed run logs them again, so the old records move to vdl_superseded (kept, not
+    deleted) and VisualDL shows every step once."""
+    out = tmp_path / "run"
+    paddle_gan_kit.train(tiny_config(out, "dcgan", tiny_npy, steps=4, log_every=1, sample_every=2,
+                                     snapshot_every=2), progress=False)
+    for path in sorted((out / "snapshots").glob("*.pdckpt"))[0 if not keep_snapshot else 1:]:
+        path.unlink()  # as if killed right after the step-2 snapshot (or before the first one)
+    paddle_gan_kit.train(tiny_config(out, "dcgan", tiny_npy, steps=6, log_every=1, sample_every=2,
+                                     snapshot_every=2), resume=True, progress=False)
+    scalars, images = vdl_records(str(out))
+    assert sorted(step for step, _ in scalars["train/loss_g"]) == [1, 2, 3, 4, 5, 6]
+    assert images["samples"] == 4  # steps 0, 2, 4, 6
+    moved = list((out / "vdl_superseded").glob("vdlrecords.*"))
+    assert len(moved) == 1
+    log = (out / "train.log").read_text()
+    assert f"after step {2 if keep_snapshot else 0} moved to" in log
+    if keep_snapshot:  # the kept steps carry their first session's values
+        first = dict(scalars["train/loss_g"])
+        history = {r["step"]: r["loss_g"] for r in snapshot.load_newest(str(out / "snapshots")).payload["history"]}
+        assert first[1] == pytest.approx(history[1], rel=1e-6) and first[2] == pytest.approx(history[2], rel=1e-6)
+
+
 def test_existing_run_is_refused_without_resume(tiny_run):
     before = {p: os.path.getmtime(p) for p in glob.glob(os.path.join(tiny_run, "**"), recursive=True)}
     result = run_cli("paddle_gan_kit.train", "--out", tiny_run, "--steps", 8, *TINY_FLAGS)
