@@ -52,3 +52,10 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def error(self, message):
         raise GanKitError(f"{message}; see {self.prog} --help")
+
+    def add_run_arguments(self) -> None:
+        """The ``RUN`` positional and ``--snapshot`` that every tool reading a trained run takes
+        (resolved by ``snapshot.resolve_snapshot_path``)."""
+        self.add_argument("run", metavar="RUN", help="run directory (its newest snapshot) or one snapshot file")
+        self.add_argument("--snapshot", default=None, metavar="STEP|best|FILE",
+                          help="step number, 'best' or a snapshot file name in RUN (default: the newest)")

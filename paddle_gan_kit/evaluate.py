@@ -342,7 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "as JSON and saves it in RUN/eval/.",
         epilog="Example: python -m paddle_gan_kit.evaluate runs/dcgan_mnist_32 --metrics fid,kid,coverage",
     )
-    parser.add_argument("run", metavar="RUN", help="run directory (or one snapshot file in it)")
+    parser.add_run_arguments()
     parser.add_argument("--metrics", default="fid,kid", help="comma list of fid, kid, coverage (default fid,kid; "
                                                              "coverage needs the classifier)")
     parser.add_argument("--n", type=int, default=DEFAULT_N,
@@ -354,7 +354,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--weights", metavar="PATH", help=f"InceptionV3.pdparams (or set {WEIGHTS_ENV})")
     parser.add_argument("--download", action="store_true", help="download PaddleGAN's InceptionV3.pdparams once "
                                                                 "into the cache when no --weights are given")
-    parser.add_argument("--snapshot", metavar="STEP|best", help="snapshot to evaluate (default: the newest)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the latents and the real subset (default 0)")
     return parser
 

@@ -62,9 +62,8 @@ def build_parser() -> ArgumentParser:
         description="Export a trained generator as a Paddle inference model (paddle.jit.save).",
         epilog="Example: python -m paddle_gan_kit.export runs/wgan_gp_96 --out exported/gems96",
     )
-    parser.add_argument("run", help="run directory or snapshot file")
+    parser.add_run_arguments()
     parser.add_argument("--out", required=True, help="new (or empty) folder for generator.* files")
-    parser.add_argument("--snapshot", help="step number, 'best' or a file name (default: the newest)")
     return parser
 
 

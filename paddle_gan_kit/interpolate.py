@@ -320,7 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Example: python -m paddle_gan_kit.interpolate runs/wgan_gp_96 --out walk.gif "
                "--keys 5 --frames 20 --grid 2x2 --scale 2",
     )
-    parser.add_argument("run", help="run directory (newest snapshot) or a snapshot file")
+    parser.add_run_arguments()
     parser.add_argument("--out", default=None, help="output .gif, .mp4 or folder (default walk.gif / walk.mp4 / walk_frames)")
     parser.add_argument("--format", choices=FORMATS, default=None, help="gif, mp4 or frames (default: from --out)")
     parser.add_argument("--keys", type=int, default=None, help="random keyframes in the loop (default 5)")
@@ -333,7 +333,6 @@ def build_parser() -> argparse.ArgumentParser:
                         help="keyframes are the latents of seeds SEED, SEED+1, ... (default 0)")
     parser.add_argument("--key-seeds", default=None, metavar="S1,S2,...",
                         help="walk through exactly these latent seeds (the labels of a sample grid)")
-    parser.add_argument("--snapshot", default=None, help="step number, 'best' or a file name (default: newest)")
     parser.add_argument("--scale", type=int, default=1, help="integer nearest-neighbour upscaling (default 1)")
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
                         help=f"images per generator call (default {DEFAULT_BATCH_SIZE})")

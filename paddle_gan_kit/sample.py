@@ -171,14 +171,13 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Example: python -m paddle_gan_kit.sample runs/dcgan_64 --n 64 --grid grid.png --seed 0; "
                "then python -m paddle_gan_kit.interpolate runs/dcgan_64 --key-seeds 3,17,42",
     )
-    parser.add_argument("run", help="run directory (newest snapshot) or a snapshot file")
+    parser.add_run_arguments()
     parser.add_argument("--n", type=int, default=64, help="number of samples (default 64)")
     parser.add_argument("--seed", type=int, default=0, help="sample i uses latent seed SEED+i (default 0)")
     parser.add_argument("--grid", default=None, metavar="FILE.png", help="write a grid labelled with seeds")
     parser.add_argument("--out", default=None, metavar="DIR", help="write one PNG per sample, seed_000042.png")
     parser.add_argument("--cols", type=int, default=None, help="grid columns (default: square)")
     parser.add_argument("--scale", type=int, default=1, help="integer nearest-neighbour upscaling (default 1)")
-    parser.add_argument("--snapshot", default=None, help="step number, 'best' or a file name (default: newest)")
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
                         help=f"images per generator call (default {DEFAULT_BATCH_SIZE})")
     return parser

@@ -7,12 +7,12 @@ import paddle
 import pytest
 
 import paddle_gan_kit
-from paddle_gan_kit import losses, snapshot, trainer as trainer_module
+from paddle_gan_kit import losses, trainer as trainer_module
 from paddle_gan_kit.models import init_weights
 from paddle_gan_kit.models.dcgan import Discriminator
 
 from conftest import run_cli, tiny_config
-from test_train import assert_one_line_error
+from test_train import assert_one_line_error, params_of
 
 
 @pytest.mark.parametrize("norm", ["layer", "none"])
@@ -47,11 +47,6 @@ def test_amp_on_the_cpu_is_a_one_line_error(tmp_path, tiny_npy):
     assert_one_line_error(result, "'amp' is 'fp8'", "off, float16, bfloat16")
 
 
-def _weights(run_dir, step):
-    payload = snapshot.read_snapshot(os.path.join(run_dir, "snapshots", snapshot.snapshot_name(step)))
-    return payload
-
-
 @pytest.mark.parametrize("model", ["dcgan", "wgan_gp"])
 def test_amp_flow_runs_and_resumes_where_autocast_is_a_no_op(tmp_path, tiny_npy, monkeypatch, model):
     """On the CPU Paddle's autocast and GradScaler do nothing, so the float16 code path
@@ -65,7 +60,7 @@ def test_amp_flow_runs_and_resumes_where_autocast_is_a_no_op(tmp_path, tiny_npy,
                                      snapshot_every=2, n_critic=2), progress=False)
     paddle_gan_kit.train(tiny_config(tmp_path / "amp", model, tiny_npy, amp="float16", **common),
                          resume=True, progress=False)
-    a, b = _weights(str(tmp_path / "off"), 4), _weights(str(tmp_path / "amp"), 4)
+    a, b = params_of(str(tmp_path / "off"), 4), params_of(str(tmp_path / "amp"), 4)
     assert a["amp_scalers"] is None and set(b["amp_scalers"]) == {"g", "d"}
     for part in ("generator", "discriminator"):
         for key, value in a[part].items():
