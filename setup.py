@@ -25,6 +25,8 @@ setup(
         "tqdm>=4.60",
         "imageio>=2.20",
         "pillow>=9.0",
+        # snapshots: arrays in a format that cannot carry code (its numpy API; no torch)
+        "safetensors>=0.4",
     ],
     extras_require={
         "cpu": ["paddlepaddle>=3.0"],

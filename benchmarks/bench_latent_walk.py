@@ -25,7 +25,7 @@ import paddle  # noqa: E402
 from paddle_gan_kit.config import TrainConfig  # noqa: E402
 from paddle_gan_kit.interpolate import encode_gif, walk_latents  # noqa: E402
 from paddle_gan_kit.latent import generate_images  # noqa: E402
-from paddle_gan_kit.models import MODELS  # noqa: E402
+from paddle_gan_kit.models import build_generator  # noqa: E402
 
 
 def timed(fn, repeats: int) -> tuple[float, object]:
@@ -50,7 +50,7 @@ def main() -> None:
 
     cfg = TrainConfig(size=args.size, channels=3).resolve()  # default widths: g_channels 64, z_dim 100
     paddle.seed(0)
-    generator = MODELS["dcgan"].build_generator(cfg)
+    generator = build_generator(cfg)
     generator.eval()
     z = walk_latents(cfg.z_dim, cfg.z_dist, args.keys, args.frames)[:, 0]  # (T, z_dim)
     n = len(z)

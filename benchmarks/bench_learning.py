@@ -5,7 +5,7 @@ Trains the MNIST recipe at 32 px (configs/dcgan_mnist_32.yaml: uniform z, widths
 builtin:mnist; for ``--model wgan_gp`` the same data, prior and widths with the model's own
 optimiser defaults) and prints one JSON line per evaluation: step, training seconds so far, FD,
 KID, classes covered and evenness, with the counts and extractor they depend on. The generator
-is scored in eval mode on the same noise every time (``paddle_gan_kit.evaluate.Evaluator``).
+is scored in eval mode on the same noise every time (``paddle_gan_kit.metrics.Evaluator``).
 
     python benchmarks/bench_learning.py --model dcgan --steps 1000 --eval-every 100
     python benchmarks/bench_learning.py --model wgan_gp --steps 500 --eval-every 50 --set n_critic=5
@@ -25,7 +25,7 @@ import paddle_gan_kit  # noqa: E402  (sets CPU threads before Paddle loads)
 import paddle  # noqa: E402
 
 from paddle_gan_kit.config import build_config, load_yaml, parse_set  # noqa: E402
-from paddle_gan_kit.evaluate import Evaluator  # noqa: E402
+from paddle_gan_kit.metrics import Evaluator  # noqa: E402
 from paddle_gan_kit.trainer import Trainer  # noqa: E402
 
 RECIPE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "dcgan_mnist_32.yaml")
@@ -63,7 +63,7 @@ def main() -> None:
         train_s = 0.0
         while True:
             t0 = time.perf_counter()
-            result = evaluator(trainer.generator, trainer.cfg.z_dim, trainer.cfg.z_dist)
+            result = evaluator(trainer.objective.generator, trainer.cfg.z_dim, trainer.cfg.z_dist)
             line = {"model": args.model, "step": trainer.step, "train_s": round(train_s, 1),
                     "eval_s": round(time.perf_counter() - t0, 1)}
             line.update({k: (round(v, 5) if isinstance(v, float) else v) for k, v in result.items()})

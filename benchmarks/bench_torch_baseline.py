@@ -111,7 +111,7 @@ def bench(model, size, batch, steps, critic_norm, base=64, channels=3):
         times.append(time.perf_counter() - start)
     s = statistics.median(times)
     return {"framework": f"torch {torch.__version__}", "model": model, "size": size, "batch_size": batch,
-            "widths": base, "channels": channels, "n_critic": n_critic, "critic_norm": critic_norm if model != "dcgan" else None,
+            "widths": base, "channels": channels, "n_critic": n_critic, "d_norm": "batch" if model == "dcgan" else critic_norm,
             "threads": torch.get_num_threads(), "step_s_median": round(s, 4),
             "train_images_per_s": round(batch * n_critic / s, 2)}
 
@@ -122,12 +122,12 @@ def main():
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--steps", type=int, default=5)
-    parser.add_argument("--critic-norm", default="layer", choices=["layer", "none"])
+    parser.add_argument("--d-norm", default="layer", choices=["layer", "none"], help="the critic's norm (WGAN-GP)")
     parser.add_argument("--widths", type=int, default=64, help="g_channels = d_channels of the recipe")
     parser.add_argument("--channels", type=int, default=3, choices=[1, 3])
     args = parser.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", os.cpu_count() or 1)))
-    print(json.dumps(bench(args.model, args.size, args.batch_size, args.steps, args.critic_norm, args.widths,
+    print(json.dumps(bench(args.model, args.size, args.batch_size, args.steps, args.d_norm, args.widths,
                            args.channels)), flush=True)
 
 

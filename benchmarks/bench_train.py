@@ -10,7 +10,7 @@ one (the device is in each line) and on the CPU otherwise.
     python benchmarks/bench_train.py                                  # every recipe in configs/
     python benchmarks/bench_train.py --recipe dcgan_64 --recipe wgan_gp_96
     python benchmarks/bench_train.py --model dcgan --size 64 --batch-size 64 --steps 5
-    python benchmarks/bench_train.py --model wgan_gp --size 64 --set critic_norm=none
+    python benchmarks/bench_train.py --model wgan_gp --size 64 --set d_norm=none
 """
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ from paddle_gan_kit.trainer import Trainer  # noqa: E402
 
 # recipe keys that shape the nets and the step; data, steps and outputs are the benchmark's own
 SHAPE_KEYS = ("model", "size", "batch_size", "g_channels", "d_channels", "max_channels", "z_dim",
-              "critic_norm", "n_critic", "channels")
+              "d_norm", "n_critic", "channels")
 
 
 def recipes() -> dict[str, dict]:
@@ -76,7 +76,7 @@ def bench(name: str, values: dict, steps: int, warmup: int) -> dict:
             times.append(time.perf_counter() - start)
         step_s = statistics.median(times)
 
-        generator = trainer.generator
+        generator = trainer.objective.generator
         generator.eval()
         z = paddle.randn([cfg.batch_size, cfg.z_dim])
         with paddle.no_grad():
@@ -95,7 +95,7 @@ def bench(name: str, values: dict, steps: int, warmup: int) -> dict:
         return {
             "recipe": name, "model": resolved.model, "size": resolved.size, "batch_size": resolved.batch_size,
             "widths": [resolved.g_channels, resolved.d_channels], "n_critic": resolved.n_critic,
-            "critic_norm": resolved.critic_norm if resolved.model == "wgan_gp" else None,
+            "d_norm": resolved.d_norm,
             "device": trainer.device, "threads": os.environ.get("OMP_NUM_THREADS"),
             "step_s_median": round(step_s, 4), "train_images_per_s": round(images_per_step / step_s, 2),
             "generator_updates_per_s": round(1 / step_s, 3),

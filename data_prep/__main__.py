@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from data_prep.errors import DataPrepError
+from data_prep.errors import DataPrepError, UserError
 from data_prep.fit import FITS, INTERPOLATIONS, PAD_MODES
 from data_prep.packed import load_prepared
 from data_prep.prepare import parse_color, prepare
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.preview:
             images, _ = load_prepared(report.out, max(report.sizes))
             print(f"preview → {save_preview(images, args.preview)}")
-    except DataPrepError as exc:
+    except UserError as exc:
         print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -1,10 +1,20 @@
-"""The one exception type for mistakes a user of ``data_prep`` can make.
+"""The exception types for mistakes a user can make and fix.
 
-``python -m data_prep`` prints it as ``error: <message>`` on one line and exits with code 2;
-anything else is a programming error and stays a traceback.
+Every command-line tool of this project prints a ``UserError`` as ``error: <message>`` on one
+line and exits with code 2; anything else is a programming error and stays a traceback. This is
+the lowest module of the project (no imports), so both packages share it: ``data_prep`` raises
+``DataPrepError`` and ``paddle_gan_kit`` its ``GanKitError``, both kinds of ``UserError``.
 """
 from __future__ import annotations
 
 
-class DataPrepError(Exception):
-    """A user error (bad path, bad option, unusable data); the message names the fix."""
+class UserError(Exception):
+    """A mistake the user can fix; the message names the problem and the fix in one line."""
+
+
+class DataPrepError(UserError):
+    """A user error in data preparation (bad path, bad option, unusable data)."""
+
+
+class NoSpaceError(UserError):
+    """A write ran out of disk space; the partial file was removed and nothing complete was lost."""

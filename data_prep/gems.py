@@ -19,7 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from data_prep import packed
+from data_prep import files
 from data_prep.errors import DataPrepError
 from data_prep.workers import process_pool
 
@@ -298,11 +298,6 @@ def render_gems(n: int, size: int, seed: int = 0, start: int = 0) -> np.ndarray:
     return out
 
 
-def default_cache_dir() -> Path:
-    """Where builtin datasets are cached: $PADDLE_GAN_KIT_CACHE or ~/.cache/paddle_gan_kit."""
-    return Path(os.environ.get("PADDLE_GAN_KIT_CACHE") or "~/.cache/paddle_gan_kit").expanduser()
-
-
 def _render_chunk(args: tuple[int, int, int, int]) -> np.ndarray:
     n, size, seed, start = args
     cv2.setNumThreads(1)
@@ -313,7 +308,7 @@ def builtin_gems(size: int, n: int = 8192, seed: int = 0, cache_dir: str | None 
                  ) -> np.ndarray:
     """The default dataset: ``n`` gems as read-only uint8 (n, size, size, 3) memmap in [0, 255],
     rendered once (in parallel when large) and cached in ``gems_<size>_<n>_<seed>.npy``."""
-    directory = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+    directory = Path(cache_dir).expanduser() if cache_dir else files.cache_dir()
     path = directory / f"gems_{size}_{n}_{seed}.npy"
     if path.exists():
         try:
@@ -327,12 +322,11 @@ def builtin_gems(size: int, n: int = 8192, seed: int = 0, cache_dir: str | None 
     except OSError as exc:
         raise DataPrepError(f"cannot create the cache folder {directory} ({exc.strerror}); set "
                             f"PADDLE_GAN_KIT_CACHE to a writable folder") from None
-    for stale in directory.glob(f"{path.name}{packed.TMP_MARK}*"):
-        packed.remove_if_orphaned(stale)
+    for stale in directory.glob(f"{path.name}{files.TMP_MARK}*"):
+        files.remove_if_orphaned(stale)
     chunk = 512
     jobs = [(min(chunk, n - s), size, seed, s) for s in range(0, n, chunk)]
-    tmp = packed.tmp_name(path)
-    try:
+    with files.atomic_path(path, needed=n * size * size * 3) as tmp:
         images = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8,
                                            shape=(n, size, size, 3))
         done = 0
@@ -351,7 +345,4 @@ def builtin_gems(size: int, n: int = 8192, seed: int = 0, cache_dir: str | None 
             images[s:s + count] = render_gems(count, size, seed, s)
         images.flush()
         del images
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return np.load(path, mmap_mode="r")

@@ -17,30 +17,13 @@ import os
 import shutil
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from data_prep.errors import DataPrepError
+from data_prep.files import TMP_MARK, atomic_path, encode_png, tmp_name, write_text_atomic
 
 MANIFEST = "manifest.json"
 FORMAT = "data_prep/1"
-TMP_MARK = ".tmp-"
-
-
-def tmp_name(path: Path) -> Path:
-    """A sibling temporary name for ``path``, unique to this process."""
-    return path.with_name(f"{path.name}{TMP_MARK}{os.getpid()}")
-
-
-def remove_if_orphaned(path: Path) -> None:
-    """Delete a temporary file whose writing process (named in its suffix) no longer runs."""
-    try:
-        pid = int(path.name.rsplit(TMP_MARK, 1)[1])
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        path.unlink(missing_ok=True)
-    except (ValueError, IndexError, PermissionError, OSError):
-        pass  # not ours to judge, or the process is alive
 
 
 def _dumps(data: dict) -> str:
@@ -55,16 +38,8 @@ def _dumps(data: dict) -> str:
 
 
 def write_json_atomic(path: Path, data: dict) -> None:
-    """Write JSON to ``path`` via a temporary file and ``os.replace``."""
-    tmp = tmp_name(path)
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(_dumps(data))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """Write JSON to ``path`` atomically (``files.atomic_path``)."""
+    write_text_atomic(path, _dumps(data))
 
 
 def read_manifest(out: str | os.PathLike) -> dict | None:
@@ -152,17 +127,13 @@ def load_prepared(out: str | os.PathLike, size: int) -> tuple[np.ndarray, np.nda
 def write_pngs(out: str | os.PathLike, size: int, images: np.ndarray) -> None:
     """Replace ``out/<size>/png/`` with one PNG per image of uint8 (N, size, size, C)."""
     final = png_dir(out, size)
-    tmp = tmp_name(final)
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for i, img in enumerate(images):
-        # OpenCV writes BGR; our arrays are RGB.
-        pixels = img[:, :, 0] if img.shape[2] == 1 else cv2.cvtColor(img, cv2.COLOR_RGB2BGR)
-        cv2.imwrite(str(tmp / f"{i:06d}.png"), pixels)
     old = tmp_name(final.with_name("png-old"))
-    if final.exists():
-        os.replace(final, old)
-    os.replace(tmp, final)
+    with atomic_path(final) as tmp:
+        tmp.mkdir(parents=True)
+        for i, img in enumerate(images):
+            (tmp / f"{i:06d}.png").write_bytes(encode_png(img))
+        if final.exists():
+            os.replace(final, old)  # a full folder cannot be replaced in one rename
     shutil.rmtree(old, ignore_errors=True)
 
 

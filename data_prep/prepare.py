@@ -22,7 +22,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from data_prep import packed
+from data_prep import files, packed
 from data_prep.decode import UndecodableImage, decode_image
 from data_prep.errors import DataPrepError
 from data_prep.fit import check_options, check_sizes, fit_square
@@ -171,7 +171,7 @@ class _Spool:
     def __init__(self, out: Path, sizes: list[int]):
         self.sizes = sizes
         self.count = 0
-        self.paths = {s: packed.tmp_name(out / str(s) / "spool.raw") for s in sizes}
+        self.paths = {s: files.tmp_name(out / str(s) / "spool.raw") for s in sizes}
         self.files = {}
         for size, path in self.paths.items():
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -289,8 +289,8 @@ def prepare(src, out, sizes, fit: str = "crop", interp: str = "area", workers: i
                 packed.write_json_atomic(out / packed.MANIFEST, {
                     "format": packed.FORMAT, "complete": False,
                     "source": str(source.path.resolve()), "sizes": sizes})
-            report = _run(source, out, sizes, settings, old, manifest, workers, png, progress,
-                          force)
+            job = _Job(source, out, sizes, settings, old, manifest, workers, png, force)
+            report = _run(job, progress)
     except DataPrepError:
         # A refused first run leaves the folder as it found it.
         if created:
@@ -306,184 +306,213 @@ def prepare(src, out, sizes, fit: str = "crop", interp: str = "area", workers: i
     return report
 
 
-def _run(source: Source, out: Path, sizes: list[int], settings: dict, old: dict | None,
-         manifest: dict | None, workers: int, png: bool, progress: bool,
-         force: bool) -> PrepareReport:
-    from tqdm import tqdm
+@dataclass
+class _Job:
+    """What one ``prepare()`` call was asked for, fixed before any file is read."""
 
-    job = (sizes, settings["fit"], settings["interp"], settings["pad_mode"],
-           tuple(settings["background"]))
-    old_by_sha = {}
-    old_rows = {}  # pixel hash -> row in the old arrays
-    if old is not None:
-        for entry in old["entries"]:
-            if entry.get("sha256"):
-                old_by_sha.setdefault(entry["sha256"], entry)
-            if entry["status"] == "kept":
-                old_rows[entry["pixel_sha256"]] = entry["index"]
+    source: Source
+    out: Path
+    sizes: list[int]
+    settings: dict  # fit, interp, pad_mode, background: recorded in the manifest
+    old: dict | None  # the manifest whose arrays can be reused, if any
+    manifest: dict | None  # the manifest found in --out, if any
+    workers: int
+    png: bool
+    force: bool
 
-    total = source.count()
-    records: list[dict] = []
-    row_of: dict[str, tuple[str, int]] = {}  # pixel hash -> ("old" | "new", row)
-    spool = _Spool(out, sizes)
-    pool = None
-    pending: collections.deque = collections.deque()
-    decoded = 0
-    bar = tqdm(total=total, unit="img", disable=not progress, file=sys.stderr,
-               desc="preparing", dynamic_ncols=True)
+    @property
+    def worker_settings(self) -> tuple:
+        s = self.settings
+        return (self.sizes, s["fit"], s["interp"], s["pad_mode"], tuple(s["background"]))
 
-    def absorb(batch_records, results):
-        nonlocal decoded
-        for record, result in zip(batch_records, results):
-            decoded += 1
-            outputs = result.pop("outputs", None)
-            record.update(result)
-            if outputs is not None and record["pixel_sha256"] not in row_of:
-                row_of[record["pixel_sha256"]] = ("new", spool.append(outputs))
-        bar.update(len(batch_records))
 
-    batch_records, batch_data, batch_bytes = [], [], 0
-    inline = workers == 1 or (total is not None and total <= _INLINE_MAX_FILES)
+class _Preparation:
+    """The state of one run over the source: records of every file, where each kept image's
+    pixels are (the old arrays or this run's spool), and the batches in flight."""
 
-    def collect_oldest():
-        nonlocal inline
-        done_records, done_data, future = pending.popleft()
+    def __init__(self, job: _Job, total: int | None, bar):
+        self.job, self.bar = job, bar
+        self.old_by_sha: dict[str, dict] = {}
+        self.old_rows: dict[str, int] = {}  # pixel hash -> row in the old arrays
+        if job.old is not None:
+            for entry in job.old["entries"]:
+                if entry.get("sha256"):
+                    self.old_by_sha.setdefault(entry["sha256"], entry)
+                if entry["status"] == "kept":
+                    self.old_rows[entry["pixel_sha256"]] = entry["index"]
+        self.records: list[dict] = []
+        self.row_of: dict[str, tuple[str, int]] = {}  # pixel hash -> ("old" | "new", row)
+        self.spool = _Spool(job.out, job.sizes)
+        self.decoded = 0
+        self.inline = job.workers == 1 or (total is not None and total <= _INLINE_MAX_FILES)
+        self.pool = None
+        self.pending: collections.deque = collections.deque()  # (records, data, future)
+        self.batch_records: list[dict] = []
+        self.batch_data: list[bytes] = []
+        self.batch_bytes = 0
+
+    def add(self, item) -> None:
+        """Record one source file: skipped, reused from the old manifest, or queued to decode."""
+        record = {"path": item.path, "label": _label_of(item.path)}
+        self.records.append(record)
+        if item.data is None:
+            record["reason"] = item.skip_reason
+            self.bar.update(1)
+            return
+        sha = hashlib.sha256(item.data).hexdigest()
+        record["sha256"] = sha
+        previous = self.old_by_sha.get(sha)
+        if previous is not None and (previous["status"] == "skipped"
+                                     or previous.get("pixel_sha256") in self.old_rows):
+            for key in ("width", "height", "pixel_sha256", "gray", "reason"):
+                if key in previous:
+                    record[key] = previous[key]
+            record["reused"] = True
+            if "reason" not in record:
+                self.row_of.setdefault(record["pixel_sha256"], ("old", self.old_rows[record["pixel_sha256"]]))
+            self.bar.update(1)
+            return
+        self.batch_records.append(record)
+        self.batch_data.append(item.data)
+        self.batch_bytes += len(item.data)
+        if len(self.batch_data) >= _BATCH_FILES or self.batch_bytes >= _BATCH_BYTES:
+            self.submit()
+
+    def submit(self) -> None:
+        """Decode the current batch here, or hand it to the worker pool."""
+        if not self.batch_data:
+            return
+        records, data = self.batch_records, self.batch_data
+        self.batch_records, self.batch_data, self.batch_bytes = [], [], 0
+        if not self.inline and self.pool is None:
+            self.pool = process_pool(self.job.workers, _init_worker)
+            self.inline = self.pool is None
+        if self.inline:
+            self._absorb(records, _process_batch(data, self.job.worker_settings))
+            return
+        self.pending.append((records, data, self.pool.submit(_process_batch, data, self.job.worker_settings)))
+        # Bound the bytes in flight; the archive may be far bigger than memory.
+        while len(self.pending) > 2 * self.job.workers:
+            self.collect_oldest()
+
+    def collect_oldest(self) -> None:
+        records, data, future = self.pending.popleft()
         try:
             results = future.result()
         except BrokenProcessPool as exc:
             # A worker died (killed, out of memory): finish in this process rather than fail.
-            if not inline:
+            if not self.inline:
                 print(f"warning: decoding worker processes failed ({exc}); continuing in "
                       f"this process", file=sys.stderr)
-            inline = True
-            results = _process_batch(done_data, job)
-        absorb(done_records, results)
+            self.inline = True
+            results = _process_batch(data, self.job.worker_settings)
+        self._absorb(records, results)
 
-    def submit():
-        nonlocal pool, inline, batch_records, batch_data, batch_bytes
-        if not batch_data:
-            return
-        if inline:
-            absorb(batch_records, _process_batch(batch_data, job))
-        else:
-            if pool is None:
-                pool = process_pool(workers, _init_worker)
-                if pool is None:
-                    inline = True
-                    absorb(batch_records, _process_batch(batch_data, job))
-                    batch_records, batch_data, batch_bytes = [], [], 0
-                    return
-            pending.append((batch_records, batch_data,
-                            pool.submit(_process_batch, batch_data, job)))
-            # Bound the bytes in flight; the archive may be far bigger than memory.
-            while len(pending) > 2 * workers:
-                collect_oldest()
-        batch_records, batch_data, batch_bytes = [], [], 0
+    def drain(self) -> None:
+        """Decode everything still queued or in flight."""
+        self.submit()
+        while self.pending:
+            self.collect_oldest()
 
+    def _absorb(self, records: list[dict], results: list[dict]) -> None:
+        for record, result in zip(records, results):
+            self.decoded += 1
+            outputs = result.pop("outputs", None)
+            record.update(result)
+            if outputs is not None and record["pixel_sha256"] not in self.row_of:
+                self.row_of[record["pixel_sha256"]] = ("new", self.spool.append(outputs))
+        self.bar.update(len(records))
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+        self.spool.remove()
+
+    def finish(self) -> PrepareReport:
+        """Classify every record (kept, duplicate, skipped), write the arrays if anything
+        changed, then the manifest that marks the dataset complete."""
+        job = self.job
+        # Sorted by path so that the array order does not depend on archive order or re-runs.
+        records = sorted(self.records, key=lambda r: r["path"])
+        first_path: dict[str, str] = {}
+        kept: list[dict] = []
+        reasons: collections.Counter = collections.Counter()
+        for record in records:
+            if "reason" in record:
+                record["status"] = "skipped"
+                reasons[record["reason"]] += 1
+            elif record["pixel_sha256"] in first_path:
+                record["status"] = "duplicate"
+                record["duplicate_of"] = first_path[record["pixel_sha256"]]
+            else:
+                first_path[record["pixel_sha256"]] = record["path"]
+                record["status"] = "kept"
+                record["index"] = len(kept)
+                kept.append(record)
+        if not kept:
+            shown = "; ".join(f"{n}× {r}" for r, n in reasons.most_common(3)) or "it is empty"
+            raise DataPrepError(f"no decodable image in {job.source.path} ({len(records)} files: "
+                                f"{shown}); pass a folder or archive of JPEG/PNG/BMP/WebP images")
+
+        channels = 1 if all(r["gray"] for r in kept) else 3
+        labels = [r["label"] for r in kept]
+        classes = sorted(set(labels)) if None not in labels else []
+        if len(classes) < 2:
+            classes = []  # one folder of images is a layout, not a class
+        rows = [self.row_of[r["pixel_sha256"]] for r in kept]
+        old = job.old
+        unchanged = (old is not None and old["channels"] == channels and old["classes"] == classes
+                     and old["count"] == len(kept)
+                     and rows == [("old", i) for i in range(len(kept))])
+        write_png = job.png or bool(job.manifest and job.manifest.get("png") and not job.force)
+
+        if not unchanged:
+            dropped = sorted(set(job.manifest.get("sizes", []) if job.manifest else []) - set(job.sizes))
+            _write_arrays(job.out, job.sizes, rows, channels, classes, labels, self.spool, old, dropped,
+                          write_png)
+        elif write_png:
+            for size in job.sizes:
+                if not packed.png_dir(job.out, size).is_dir():
+                    packed.write_pngs(job.out, size, np.load(packed.images_path(job.out, size), mmap_mode="r"))
+
+        counts = collections.Counter(r["status"] for r in records)
+        reused = sum(1 for r in records if r.pop("reused", False))
+        packed.write_json_atomic(job.out / packed.MANIFEST, {
+            "format": packed.FORMAT,
+            "complete": True,
+            "source": str(job.source.path.resolve()),
+            "source_kind": job.source.kind,
+            **job.settings,
+            "sizes": job.sizes,
+            "channels": channels,
+            "count": len(kept),
+            "classes": classes,
+            "png": write_png,
+            "counts": {k: counts.get(k, 0) for k in ("kept", "duplicate", "skipped")},
+            "updated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "entries": records,
+        })
+        return PrepareReport(out=job.out, sizes=job.sizes, kept=len(kept), duplicates=counts["duplicate"],
+                             skipped=counts["skipped"], reused=reused, decoded=self.decoded, seconds=0.0,
+                             channels=channels, classes=classes, skipped_reasons=dict(reasons))
+
+
+def _run(job: _Job, progress: bool) -> PrepareReport:
+    from tqdm import tqdm
+
+    total = job.source.count()
+    bar = tqdm(total=total, unit="img", disable=not progress, file=sys.stderr, desc="preparing",
+               dynamic_ncols=True)
+    state = _Preparation(job, total, bar)
     try:
-        for item in source:
-            record = {"path": item.path, "label": _label_of(item.path)}
-            records.append(record)
-            if item.data is None:
-                record["reason"] = item.skip_reason
-                bar.update(1)
-                continue
-            sha = hashlib.sha256(item.data).hexdigest()
-            record["sha256"] = sha
-            previous = old_by_sha.get(sha)
-            if previous is not None and (previous["status"] == "skipped"
-                                         or previous.get("pixel_sha256") in old_rows):
-                for key in ("width", "height", "pixel_sha256", "gray", "reason"):
-                    if key in previous:
-                        record[key] = previous[key]
-                record["reused"] = True
-                if "reason" not in record:
-                    row_of.setdefault(record["pixel_sha256"],
-                                      ("old", old_rows[record["pixel_sha256"]]))
-                bar.update(1)
-                continue
-            batch_records.append(record)
-            batch_data.append(item.data)
-            batch_bytes += len(item.data)
-            if len(batch_data) >= _BATCH_FILES or batch_bytes >= _BATCH_BYTES:
-                submit()
-        submit()
-        while pending:
-            collect_oldest()
+        for item in job.source:
+            state.add(item)
+        state.drain()
         bar.close()
-        return _finish(source, out, sizes, settings, records, row_of, spool, old, manifest,
-                       png, force, decoded)
+        return state.finish()
     finally:
         bar.close()
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
-        spool.remove()
-
-
-def _finish(source: Source, out: Path, sizes: list[int], settings: dict, records: list[dict],
-            row_of: dict, spool: _Spool, old: dict | None, manifest: dict | None, png: bool,
-            force: bool, decoded: int) -> PrepareReport:
-    # Sorted by path so that the array order does not depend on archive order or re-runs.
-    records.sort(key=lambda r: r["path"])
-    first_path: dict[str, str] = {}
-    kept: list[dict] = []
-    reasons: collections.Counter = collections.Counter()
-    for record in records:
-        if "reason" in record:
-            record["status"] = "skipped"
-            reasons[record["reason"]] += 1
-        elif record["pixel_sha256"] in first_path:
-            record["status"] = "duplicate"
-            record["duplicate_of"] = first_path[record["pixel_sha256"]]
-        else:
-            first_path[record["pixel_sha256"]] = record["path"]
-            record["status"] = "kept"
-            record["index"] = len(kept)
-            kept.append(record)
-    if not kept:
-        shown = "; ".join(f"{n}× {r}" for r, n in reasons.most_common(3)) or "it is empty"
-        raise DataPrepError(f"no decodable image in {source.path} ({len(records)} files: "
-                            f"{shown}); pass a folder or archive of JPEG/PNG/BMP/WebP images")
-
-    channels = 1 if all(r["gray"] for r in kept) else 3
-    labels = [r["label"] for r in kept]
-    classes = sorted(set(labels)) if None not in labels else []
-    if len(classes) < 2:
-        classes = []  # one folder of images is a layout, not a class
-    rows = [row_of[r["pixel_sha256"]] for r in kept]
-    unchanged = (old is not None and old["channels"] == channels and old["classes"] == classes
-                 and old["count"] == len(kept)
-                 and rows == [("old", i) for i in range(len(kept))])
-    write_png = png or bool(manifest and manifest.get("png") and not force)
-
-    if not unchanged:
-        dropped = sorted(set(manifest.get("sizes", []) if manifest else []) - set(sizes))
-        _write_arrays(out, sizes, rows, channels, classes, labels, spool, old, dropped, write_png)
-    elif write_png:
-        for size in sizes:
-            if not packed.png_dir(out, size).is_dir():
-                packed.write_pngs(out, size, np.load(packed.images_path(out, size), mmap_mode="r"))
-
-    counts = collections.Counter(r["status"] for r in records)
-    reused = sum(1 for r in records if r.pop("reused", False))
-    packed.write_json_atomic(out / packed.MANIFEST, {
-        "format": packed.FORMAT,
-        "complete": True,
-        "source": str(source.path.resolve()),
-        "source_kind": source.kind,
-        **settings,
-        "sizes": sizes,
-        "channels": channels,
-        "count": len(kept),
-        "classes": classes,
-        "png": write_png,
-        "counts": {k: counts.get(k, 0) for k in ("kept", "duplicate", "skipped")},
-        "updated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "entries": records,
-    })
-    return PrepareReport(out=out, sizes=sizes, kept=len(kept), duplicates=counts["duplicate"],
-                         skipped=counts["skipped"], reused=reused, decoded=decoded, seconds=0.0,
-                         channels=channels, classes=classes, skipped_reasons=dict(reasons))
+        state.close()
 
 
 def _write_arrays(out: Path, sizes: list[int], rows: list[tuple[str, int]], channels: int,
@@ -497,7 +526,7 @@ def _write_arrays(out: Path, sizes: list[int], rows: list[tuple[str, int]], chan
         for size in sizes:
             final = packed.images_path(out, size)
             final.parent.mkdir(parents=True, exist_ok=True)
-            tmp = packed.tmp_name(final)
+            tmp = files.tmp_name(final)
             temporaries.append((tmp, final))
             old_view = np.load(final, mmap_mode="r") if old is not None else None
             images = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8,
@@ -510,7 +539,7 @@ def _write_arrays(out: Path, sizes: list[int], rows: list[tuple[str, int]], chan
             if classes:
                 ids = {name: k for k, name in enumerate(classes)}
                 final_labels = packed.labels_path(out, size)
-                tmp_labels = packed.tmp_name(final_labels)
+                tmp_labels = files.tmp_name(final_labels)
                 with open(tmp_labels, "wb") as fh:
                     np.save(fh, np.array([ids[name] for name in labels], np.int64))
                 temporaries.append((tmp_labels, final_labels))

@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 
 from data_prep.errors import DataPrepError
+from data_prep.files import write_png
 
 
 def image_grid(images: np.ndarray, columns: int = 8, gap: int = 2) -> np.ndarray:
@@ -35,12 +36,11 @@ def save_preview(images: np.ndarray, path: str | os.PathLike, count: int = 64,
         chosen = np.stack([cv2.resize(img, (tile, tile), interpolation=cv2.INTER_AREA)
                            .reshape(tile, tile, -1) for img in chosen])
     grid = image_grid(chosen, columns=int(np.ceil(np.sqrt(len(chosen)))))
-    pixels = grid[:, :, 0] if grid.shape[2] == 1 else cv2.cvtColor(grid, cv2.COLOR_RGB2BGR)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        written = cv2.imwrite(str(path), pixels)
-    except cv2.error:
-        written = False
-    if not written:
+    if path.suffix.lower() != ".png":
         raise DataPrepError(f"cannot write preview {path}; give a writable path ending in .png")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_png(path, grid, fix="free some space or give --preview another path")
+    except (OSError, ValueError) as exc:
+        raise DataPrepError(f"cannot write preview {path} ({exc}); give a writable path ending in .png") from None
     return path

@@ -44,11 +44,12 @@ def load_generator(path, snapshot=None):
 
     ``path`` is a run directory (its newest complete snapshot is used, or ``snapshot``: a
     step number, ``"best"`` or a file name) or one snapshot file. The generator maps
-    ``z`` of shape (N, z_dim) float32 to images (N, C, H, W) float32 in [-1, 1].
+    ``z`` of shape (N, z_dim) float32 to images (N, C, H, W) float32 in [-1, 1]; it is the
+    EMA generator when the run keeps one.
     """
-    from paddle_gan_kit.snapshot import load_generator as _load
+    from paddle_gan_kit.run import load_generator as _load
 
-    return _load(path, snapshot=snapshot)
+    return _load(path, snapshot)
 
 
 def train(config, resume=False, progress=True):
@@ -57,7 +58,7 @@ def train(config, resume=False, progress=True):
 
     trainer = Trainer(config, resume=resume, progress=progress)
     trainer.fit()
-    return trainer.run_dir
+    return trainer.run.dir
 
 
 __all__ = ["GanKitError", "TrainConfig", "load_generator", "train", "__version__"]

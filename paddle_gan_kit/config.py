@@ -1,8 +1,10 @@
 """Every training setting in one dataclass: defaults, YAML files, ``--set key=value`` overrides.
 
-``None`` in a model-dependent field (learning rates, betas, n_critic) means "the model's
-default from ``models.MODELS``"; ``resolve()`` fills them in, and the resolved config is what a
-run writes to ``config.yaml`` and into every snapshot.
+``model`` names a preset (:data:`MODELS`): ``None`` in a preset field (loss, discriminator
+norm, penalty weight, learning rates, betas, n_critic) means "the model's value"; ``resolve()``
+fills them in, and the resolved config is what a run writes to ``config.yaml`` and into every
+snapshot. The nets and the training step are built from the resolved fields alone
+(``models.build_generator``, ``steps.build_step``), so a preset is only a table of values.
 """
 from __future__ import annotations
 
@@ -13,9 +15,24 @@ from dataclasses import dataclass, fields
 
 import yaml
 
+from data_prep.files import write_text_atomic
 from paddle_gan_kit.errors import GanKitError
 
-SUPPORTED_SIZES_HINT = "28, 32, 64, 96, 128, 256 (any s0*2^k with s0 in 4..7, k >= 2)"
+# Image sides the nets support: s0 * 2^k with 4 <= s0 <= 7 and k >= 2 (the generator starts
+# from an s0 x s0 map and doubles k times). These are the ones people use.
+COMMON_SIZES = (28, 32, 64, 96, 128, 256)
+SIZES_HINT = f"{', '.join(map(str, COMMON_SIZES))} (any s0*2^k with s0 in 4..7, k >= 2)"
+
+# The presets ``--model`` chooses: the values of the fields left ``None``.
+MODELS: dict[str, dict] = {
+    # Radford et al. 2015, section 4: Adam(2e-4, beta1 0.5); BatchNorm in D; non-saturating loss
+    "dcgan": {"loss": "nonsaturating", "d_norm": "batch", "gp_weight": 0.0,
+              "lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.5, "beta2": 0.999, "n_critic": 1},
+    # Gulrajani et al. 2017, Algorithm 1: lambda 10, n_critic 5, Adam(1e-4, 0, 0.9); a critic
+    # without batch norm (layer norm, section 4)
+    "wgan_gp": {"loss": "wasserstein", "d_norm": "layer", "gp_weight": 10.0,
+                "lr_g": 1e-4, "lr_d": 1e-4, "beta1": 0.0, "beta2": 0.9, "n_critic": 5},
+}
 
 
 @dataclass
@@ -23,7 +40,7 @@ class TrainConfig:
     """A training run's settings. Each field has a one-line comment: meaning, unit, source."""
 
     # --- what to train -------------------------------------------------------------------
-    model: str = "dcgan"  # "dcgan" or "wgan_gp" (see models.MODELS)
+    model: str = "dcgan"  # preset of the fields below left None: "dcgan" or "wgan_gp" (MODELS)
     size: int = 64  # image side in pixels: s0*2^k, s0 in 4..7 (28, 32, 64, 96, 128, 256)
     channels: typing.Optional[int] = None  # 1 or 3; None infers it from the data
     # None: the embedded procedural gems; "builtin:mnist", "builtin:fashion_mnist";
@@ -39,7 +56,13 @@ class TrainConfig:
     g_channels: int = 64  # generator width at the last upsampling stage (DCGAN's ngf)
     d_channels: int = 64  # discriminator/critic width at its first conv (DCGAN's ndf)
     max_channels: int = 512  # cap on the widest stage (the DCGAN paper's 1024 is 16x the cost)
-    critic_norm: str = "layer"  # WGAN-GP critic norm: "layer" (paper), "instance" or "none"
+    # norm after each inner D conv: "batch" (DCGAN), "layer" (WGAN-GP paper), "instance", "none"
+    d_norm: typing.Optional[str] = None
+
+    # --- objective -----------------------------------------------------------------------
+    loss: typing.Optional[str] = None  # "nonsaturating" (DCGAN) or "wasserstein" (WGAN-GP)
+    gp_weight: typing.Optional[float] = None  # gradient penalty weight lambda on interpolates; 0 = off
+    label_smoothing: float = 0.0  # one-sided: real target 1 - this (Salimans et al. 2016: 0.1)
 
     # --- optimisation --------------------------------------------------------------------
     steps: int = 10000  # total generator updates of the run; --resume continues up to this
@@ -49,14 +72,11 @@ class TrainConfig:
     beta1: typing.Optional[float] = None  # Adam beta1; None: 0.5 DCGAN, 0.0 WGAN-GP paper
     beta2: typing.Optional[float] = None  # Adam beta2; None: 0.999 DCGAN, 0.9 WGAN-GP paper
     n_critic: typing.Optional[int] = None  # D/critic updates per G update; None: 1 / 5
-    gp_weight: float = 10.0  # gradient penalty weight lambda (Gulrajani et al. 2017)
-    label_smoothing: float = 0.0  # one-sided: real target 1 - this (Salimans et al. 2016: 0.1)
     ema_decay: float = 0.0  # EMA of G's weights per step (0 = off; 0.999 is common)
     seed: int = 0  # seeds weights, noise and data order; a run is reproducible from it
     sync_bn: bool = False  # several ranks: BatchNorm statistics over the global batch (SyncBatchNorm)
     device: str = "auto"  # "auto" (GPU when Paddle has CUDA and a GPU), "gpu" or "cpu"
     amp: str = "off"  # GPU mixed precision: "off", "float16" (with loss scaling) or "bfloat16"
-    compile: bool = False  # run G and D under paddle.jit.to_static where gradients check out
 
     # --- outputs (steps are generator updates) ------------------------------------------
     snapshot_every: int = 500  # write a complete snapshot every this many steps
@@ -70,13 +90,10 @@ class TrainConfig:
     eval_weights: typing.Optional[str] = None  # InceptionV3 weights file (or $PADDLE_GAN_KIT_INCEPTION_WEIGHTS)
 
     def resolve(self) -> "TrainConfig":
-        """A copy with model defaults filled in and ``out`` set; validates every field."""
-        from paddle_gan_kit.models import MODELS
-
+        """A copy with the model's preset filled in and ``out`` set; validates every field."""
         validate(self)
-        spec = MODELS[self.model]
         values = dataclasses.asdict(self)
-        for key, default in spec.defaults.items():
+        for key, default in MODELS[self.model].items():
             if values[key] is None:
                 values[key] = default
         if values["out"] is None:
@@ -86,24 +103,29 @@ class TrainConfig:
         return resolved
 
     def to_dict(self) -> dict:
-        """Plain dict of every field (YAML- and pickle-friendly)."""
+        """Plain dict of every field (YAML- and JSON-friendly)."""
         return dataclasses.asdict(self)
 
 
 # Keys a resumed run may change; every other key must equal the run's own.
 RESUMABLE_KEYS = frozenset(
     {"steps", "snapshot_every", "keep_snapshots", "sample_every", "log_every", "device", "out",
-     "eval_every", "eval_weights", "amp", "compile"}
+     "eval_every", "eval_weights", "amp"}
 )
 
 _CHOICES = {
     "z_dist": ("normal", "uniform"),
-    "critic_norm": ("layer", "instance", "none"),
+    "d_norm": ("batch", "layer", "instance", "none"),
+    "loss": ("nonsaturating", "wasserstein"),
     "device": ("auto", "gpu", "cpu"),
     "amp": ("off", "float16", "bfloat16"),
     "fit": ("crop", "pad", "stretch"),
     "eval_extractor": ("auto", "inception", "classifier"),
 }
+
+# Keys of earlier versions: what they became, for configs and snapshots written by them.
+_RENAMED = {"critic_norm": "d_norm"}
+_REMOVED = {"compile"}  # paddle.jit.to_static training: lost the penalty's gradients (README)
 
 
 def field_names() -> list[str]:
@@ -161,6 +183,8 @@ def _example(tp) -> str:
 def unknown_key_message(name: str) -> str:
     """One line naming the unknown key, a close match if any, and the valid keys."""
     names = field_names()
+    if name in _RENAMED:
+        return f"config key '{name}' is now called '{_RENAMED[name]}'; e.g. --set {_RENAMED[name]}=layer"
     close = difflib.get_close_matches(name, names, n=1)
     hint = f" (did you mean '{close[0]}'?)" if close else ""
     return f"unknown config key '{name}'{hint}; valid keys: {', '.join(names)}"
@@ -175,23 +199,20 @@ def parse_size(size: int) -> tuple[int, int]:
             k += 1
         if 4 <= s0 <= 7 and k >= 2:
             return s0, k
-    raise GanKitError(f"unsupported size {size!r}; use one of {SUPPORTED_SIZES_HINT}")
+    raise GanKitError(f"unsupported size {size!r}; use one of {SIZES_HINT}")
 
 
 def validate(cfg: TrainConfig) -> None:
     """Raise ``GanKitError`` naming the first invalid key and its allowed values."""
-    from paddle_gan_kit.models import MODELS
-
     for f in fields(TrainConfig):
         coerce(f.name, getattr(cfg, f.name))
     if cfg.model not in MODELS:
         raise GanKitError(f"unknown model '{cfg.model}'; choose one of: {', '.join(MODELS)}")
     parse_size(cfg.size)
     for key, allowed in _CHOICES.items():
-        if getattr(cfg, key) not in allowed:
-            raise GanKitError(
-                f"config key '{key}' is {getattr(cfg, key)!r}; allowed: {', '.join(allowed)}"
-            )
+        value = getattr(cfg, key)
+        if value is not None and value not in allowed:
+            raise GanKitError(f"config key '{key}' is {value!r}; allowed: {', '.join(allowed)}")
     if cfg.channels not in (None, 1, 3):
         raise GanKitError(f"channels is {cfg.channels}; use 1 (grayscale), 3 (RGB) or leave it unset")
     positive = ["z_dim", "g_channels", "d_channels", "max_channels", "batch_size", "steps",
@@ -216,7 +237,7 @@ def validate(cfg: TrainConfig) -> None:
         value = getattr(cfg, key)
         if value is not None and not 0.0 <= value < 1.0:
             raise GanKitError(f"{key} must be in [0, 1), got {value}")
-    if cfg.gp_weight < 0:
+    if cfg.gp_weight is not None and cfg.gp_weight < 0:
         raise GanKitError(f"gp_weight must be >= 0, got {cfg.gp_weight}")
 
 
@@ -263,7 +284,22 @@ def build_config(base: typing.Optional[dict] = None, **overrides) -> TrainConfig
     return TrainConfig(**values)
 
 
+def saved_config(values: dict) -> TrainConfig:
+    """The resolved config a run saved (in config.yaml or a snapshot), from this or an earlier
+    version: renamed keys are carried over, removed ones dropped, and presets filled in."""
+    values = dict(values)
+    for old, new in _RENAMED.items():
+        if old in values:
+            value = values.pop(old)
+            if values.get("model") == "wgan_gp":  # the only model that read critic_norm
+                values.setdefault(new, value)
+    for key in _REMOVED:
+        values.pop(key, None)
+    if values.get("model") == "dcgan" and "loss" not in values:
+        values["gp_weight"] = None  # earlier versions stored an unused 10.0 for DCGAN
+    return build_config(values).resolve()
+
+
 def save_yaml(cfg: TrainConfig, path: str) -> None:
-    """Write the config as YAML, keys in declaration order."""
-    with open(path, "w", encoding="utf-8") as f:
-        yaml.safe_dump(cfg.to_dict(), f, sort_keys=False)
+    """Write the config as YAML (keys in declaration order), atomically."""
+    write_text_atomic(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))

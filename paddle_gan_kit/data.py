@@ -12,7 +12,9 @@ from dataclasses import dataclass
 import numpy as np
 import paddle
 
+from data_prep.files import cache_dir
 from paddle_gan_kit.errors import GanKitError
+from paddle_gan_kit.images import check_image_array, match_channels
 
 BUILTIN_PREFIX = "builtin:"
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
@@ -34,22 +36,21 @@ class ImageData:
         return int(self.images.shape[0])
 
 
-def cache_dir() -> str:
-    """Directory for generated and prepared data: $PADDLE_GAN_KIT_CACHE or ~/.cache/paddle_gan_kit."""
-    from data_prep.gems import default_cache_dir
-
-    return str(default_cache_dir())
+def prepare_root_of(run_dir: str) -> str:
+    """Where raw ``--data`` folders and archives are prepared for a run: ``.prepared/`` beside it."""
+    return os.path.join(os.path.dirname(os.path.abspath(run_dir)), ".prepared")
 
 
-def _as_nhwc(images: np.ndarray, origin: str) -> np.ndarray:
-    if images.ndim == 3:
-        images = images[..., None]
-    if images.ndim != 4 or images.shape[-1] not in (1, 3) or images.dtype != np.uint8:
+def load_npy(path: str, size: int | None = None) -> ImageData:
+    """A packed uint8 (N, H, W, C) ``.npy`` array, memory-mapped; with ``size``, its images
+    must be ``size`` x ``size``."""
+    images = check_image_array(np.load(path, mmap_mode="r"), path)
+    if size is not None and images.shape[1:3] != (size, size):
         raise GanKitError(
-            f"{origin} holds a {images.dtype} array of shape {images.shape}; expected uint8 "
-            "(N, H, W, C) with C = 1 or 3 (prepare images with `python -m data_prep`)"
+            f"{path} holds {images.shape[1]}x{images.shape[2]} images but --size is {size}; "
+            f"pass --size {images.shape[1]} or prepare {size}px images with python -m data_prep"
         )
-    return images
+    return ImageData(images, f"{path} ({len(images)} images)")
 
 
 def load_images(data: str | None, size: int, fit: str = "crop", gems_count: int = 8192,
@@ -58,19 +59,20 @@ def load_images(data: str | None, size: int, fit: str = "crop", gems_count: int 
 
     ``None`` is the embedded procedural gem set; ``builtin:mnist`` / ``builtin:fashion_mnist``
     name packaged datasets; a ``data_prep`` directory or an ``.npy`` array is used as is; an
-    image folder or a zip/tar archive is prepared once into ``prepare_root`` (reused later).
+    image folder or a zip/tar archive is prepared once into ``prepare_root`` (reused later;
+    default: the cache directory).
     """
     if data is None or data == BUILTIN_PREFIX + "gems":
         from data_prep import gems
 
-        images = gems.builtin_gems(size, n=gems_count, seed=0, cache_dir=cache_dir())
+        images = gems.builtin_gems(size, n=gems_count, seed=0)
         return ImageData(images, f"builtin procedural gems ({gems_count} images, {size}px)")
     if data.startswith(BUILTIN_PREFIX):
         name = data[len(BUILTIN_PREFIX):]
         from data_prep import builtin
 
-        images, labels = builtin.load_builtin(name, size, cache_dir=cache_dir())
-        return ImageData(_as_nhwc(images, data), f"{data} ({len(images)} images)", labels)
+        images, labels = builtin.load_builtin(name, size)
+        return ImageData(check_image_array(images, data), f"{data} ({len(images)} images)", labels)
 
     path = os.path.expanduser(data)
     if not os.path.exists(path):
@@ -79,24 +81,18 @@ def load_images(data: str | None, size: int, fit: str = "crop", gems_count: int 
             "prepared data_prep directory or an .npy array (or leave it out for the built-in gems)"
         )
     if path.endswith(".npy") and os.path.isfile(path):
-        images = _as_nhwc(np.load(path, mmap_mode="r"), path)
-        if images.shape[1:3] != (size, size):
-            raise GanKitError(
-                f"{path} holds {images.shape[1]}x{images.shape[2]} images but --size is {size}; "
-                f"pass --size {images.shape[1]} or prepare {size}px images with python -m data_prep"
-            )
-        return ImageData(images, f"{path} ({len(images)} images)")
+        return load_npy(path, size)
     import data_prep
 
     if os.path.isdir(path) and data_prep.is_prepared(path):
         images, labels = data_prep.load_prepared(path, size)
-        return _checked(ImageData(_as_nhwc(images, path), f"prepared {path}/{size}", labels), path)
+        return _checked(ImageData(check_image_array(images, path), f"prepared {path}/{size}", labels), path)
     if os.path.isdir(path) or path.lower().endswith(ARCHIVE_SUFFIXES):
-        root = prepare_root or os.path.join(cache_dir(), "prepared")
+        root = prepare_root or str(cache_dir() / "prepared")
         target = os.path.join(root, _prepared_name(path, fit))
         data_prep.prepare(path, target, [size], fit=fit, progress=progress)
         images, labels = data_prep.load_prepared(target, size)
-        return _checked(ImageData(_as_nhwc(images, path), f"{path} prepared into {target}", labels), path)
+        return _checked(ImageData(check_image_array(images, path), f"{path} prepared into {target}", labels), path)
     raise GanKitError(
         f"--data {data} is a file data_prep cannot read; give a folder, a .zip/.tar/.tar.gz "
         "archive, a prepared directory or an .npy array"
@@ -167,15 +163,9 @@ class BatchOrder:
 def to_tensor_batch(images_uint8: np.ndarray, channels: int):
     """uint8 (N, H, W, C) -> float32 tensor (N, channels, H, W) in [-1, 1] on the current device.
 
-    The uint8 array crosses to the device and is converted there (4x less to copy).
-    Grayscale data is repeated to 3 channels, or colour averaged to 1, when ``channels`` asks.
+    The uint8 array crosses to the device and is converted there (4x less to copy than float32).
+    Grayscale data is repeated to 3 channels, or colour turned to luma, when ``channels`` asks.
     """
-    x = paddle.to_tensor(np.ascontiguousarray(images_uint8))  # (N, H, W, C) uint8
-    x = x.astype("float32").transpose([0, 3, 1, 2]) / 127.5 - 1.0  # (N, C, H, W)
-    if x.shape[1] != channels:
-        if channels == 3:
-            x = x.tile([1, 3, 1, 1])
-        else:  # ITU-R BT.601 luma
-            weights = paddle.to_tensor([0.299, 0.587, 0.114], dtype="float32").reshape([1, 3, 1, 1])
-            x = (x * weights).sum(axis=1, keepdim=True)
-    return x
+    images_uint8 = match_channels(np.ascontiguousarray(images_uint8), channels)
+    x = paddle.to_tensor(images_uint8)  # (N, H, W, C) uint8
+    return x.astype("float32").transpose([0, 3, 1, 2]) / 127.5 - 1.0  # (N, C, H, W)

@@ -1,7 +1,9 @@
-"""The one exception type for mistakes a user can make (bad flags, missing data, ...).
+"""The exception type for mistakes a user can make (bad flags, missing data, ...), and the CLI
+plumbing that prints them.
 
-The command-line tools print it as one line, ``error: <message>``, and exit with code 2;
-programming errors stay ordinary tracebacks.
+``GanKitError`` is a kind of ``data_prep.errors.UserError``, like ``DataPrepError``: the
+command-line tools print any ``UserError`` as one line, ``error: <message>``, and exit with
+code 2; programming errors stay ordinary tracebacks.
 """
 from __future__ import annotations
 
@@ -9,27 +11,13 @@ import argparse
 import functools
 import sys
 
+from data_prep.errors import NoSpaceError, UserError
 
-class GanKitError(Exception):
+__all__ = ["ArgumentParser", "GanKitError", "NoSpaceError", "UserError", "cli_entry"]
+
+
+class GanKitError(UserError):
     """A user error; the message names the problem and the fix in one line."""
-
-
-def user_error_types() -> tuple[type[BaseException], ...]:
-    """Exception types printed as one-line user errors (ours and data_prep's)."""
-    types: list[type[BaseException]] = [GanKitError]
-    try:
-        from data_prep.errors import DataPrepError
-    except ImportError:  # data_prep ships with this package; tolerate a partial checkout
-        pass
-    else:
-        types.append(DataPrepError)
-    try:
-        from paddle_gan_kit.metrics import MetricsError
-    except ImportError:
-        pass
-    else:
-        types.append(MetricsError)
-    return tuple(types)
 
 
 def cli_entry(main):
@@ -39,7 +27,7 @@ def cli_entry(main):
     def wrapper(argv=None):
         try:
             return main(argv)
-        except user_error_types() as exc:
+        except UserError as exc:
             message = " ".join(str(exc).split())
             print(f"error: {message}", file=sys.stderr)
             raise SystemExit(2) from None
@@ -55,7 +43,7 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def add_run_arguments(self) -> None:
         """The ``RUN`` positional and ``--snapshot`` that every tool reading a trained run takes
-        (resolved by ``snapshot.resolve_snapshot_path``)."""
+        (resolved by ``run.resolve_snapshot``)."""
         self.add_argument("run", metavar="RUN", help="run directory (its newest snapshot) or one snapshot file")
         self.add_argument("--snapshot", default=None, metavar="STEP|best|FILE",
                           help="step number, 'best' or a snapshot file name in RUN (default: the newest)")

@@ -22,7 +22,11 @@ import os
 import sys
 
 import paddle_gan_kit  # noqa: F401  (sets CPU threads before Paddle loads)
+import paddle
+
+from data_prep.files import write_text_atomic
 from paddle_gan_kit.errors import ArgumentParser, GanKitError, cli_entry
+from paddle_gan_kit.run import load_generator
 
 MODEL_NAME = "generator"
 META_NAME = "meta.json"  # not generator.*: paddle.jit.load reads files by that prefix
@@ -33,11 +37,9 @@ def export_generator(run: str, out: str, snapshot=None) -> str:
 
     Returns the path prefix to pass to ``paddle.jit.load``. ``out`` must not hold files yet.
     """
-    import paddle
-
     if os.path.isdir(out) and os.listdir(out):
         raise GanKitError(f"--out {out} is not empty; choose a new folder (an export is never overwritten)")
-    generator, cfg = paddle_gan_kit.load_generator(run, snapshot=snapshot)
+    generator, cfg = load_generator(run, snapshot)
     spec = paddle.static.InputSpec(shape=[None, cfg.z_dim], dtype="float32", name="z")
     static = paddle.jit.to_static(generator, input_spec=[spec], full_graph=True)
     os.makedirs(out, exist_ok=True)
@@ -51,8 +53,7 @@ def export_generator(run: str, out: str, snapshot=None) -> str:
         "model": cfg.model, "size": cfg.size, "channels": cfg.channels, "z_dim": cfg.z_dim,
         "source": os.path.abspath(run), "snapshot": snapshot, "paddle": paddle.__version__,
     }
-    with open(os.path.join(out, META_NAME), "w", encoding="utf-8") as f:
-        json.dump(meta, f, indent=2)
+    write_text_atomic(os.path.join(out, META_NAME), json.dumps(meta, indent=2))
     return prefix
 
 

@@ -25,9 +25,11 @@ import sys
 import paddle_gan_kit  # noqa: F401  (sets CPU threads before Paddle loads)
 import numpy as np
 
+from data_prep.files import atomic_path, write_bytes_atomic, write_png
 from paddle_gan_kit.errors import ArgumentParser, GanKitError, cli_entry
-from paddle_gan_kit.latent import (DEFAULT_BATCH_SIZE, MODES, generate_images, latent_walk,
-                                   latents_for_seeds, upscale)
+from paddle_gan_kit.images import make_grid, upscale
+from paddle_gan_kit.latent import DEFAULT_BATCH_SIZE, MODES, generate_images, latent_walk, latents_for_seeds
+from paddle_gan_kit.run import generator_of
 
 FORMATS = ("gif", "mp4", "frames")
 # GIF stores frame delays in centiseconds, and browsers replace delays under 20 ms by 100 ms,
@@ -97,13 +99,6 @@ def walk_latents(z_dim: int, z_dist: str = "normal", keys: int = 5, frames: int 
     return np.stack(paths, axis=1)  # (T, walks, D)
 
 
-def _generator_and_config(run, snapshot=None):
-    """Accept a run directory / snapshot file, or the (generator, cfg) pair load_generator gives."""
-    if isinstance(run, (tuple, list)) and len(run) == 2:
-        return run
-    return paddle_gan_kit.load_generator(str(run), snapshot=snapshot)
-
-
 def walk_frames(run, keys: int = 5, frames: int = 20, mode: str = "slerp", grid=(1, 1),
                 seed: int = 0, key_seeds=None, snapshot=None, scale: int = 1,
                 batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray:
@@ -121,7 +116,7 @@ def walk_frames(run, keys: int = 5, frames: int = 20, mode: str = "slerp", grid=
         raise GanKitError(f"--scale must be an integer >= 1, got {scale}")
     # validate the walk before loading the model: a typo should not cost a snapshot load
     _check_walk(keys, frames, mode, seed, rows * cols, key_seeds)
-    generator, cfg = _generator_and_config(run, snapshot)
+    generator, cfg = generator_of(run, snapshot)
     z = walk_latents(cfg.z_dim, cfg.z_dist, keys, frames, mode, seed, rows * cols, key_seeds)
     steps, walks = z.shape[:2]
     images = generate_images(generator, z.reshape(steps * walks, -1), batch_size)  # (T*W, H, W, C)
@@ -129,8 +124,6 @@ def walk_frames(run, keys: int = 5, frames: int = 20, mode: str = "slerp", grid=
     images = images.reshape(steps, walks, *images.shape[1:])  # (T, walks, H, W, C)
     if walks == 1:
         return images[:, 0]  # (T, H, W, C)
-    from paddle_gan_kit.monitor import make_grid
-
     # (T, walks, H, W, C) -> (T, rows*(H+p)+p, cols*(W+p)+p, C)
     return np.stack([make_grid(frame, ncols=cols, padding=GRID_PADDING) for frame in images])
 
@@ -212,13 +205,6 @@ def _as_rgb(frames: np.ndarray) -> np.ndarray:
     return np.repeat(frames, 3, axis=-1) if frames.shape[-1] == 1 else frames
 
 
-def _write_bytes(path: str, data: bytes) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)  # a reader never sees half a GIF
-
-
 def _write_mp4(frames: np.ndarray, path: str, fps: float) -> None:
     try:
         import imageio_ffmpeg
@@ -232,22 +218,19 @@ def _write_mp4(frames: np.ndarray, path: str, fps: float) -> None:
     # rather than letting ffmpeg rescale, which would blur the generator's pixels.
     _, h, w, _ = frames.shape
     frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
-    tmp = f"{path}.tmp-{os.getpid()}.mp4"
-    writer = imageio_ffmpeg.write_frames(tmp, (w + w % 2, h + h % 2), fps=fps, codec="libx264",
-                                         pix_fmt_out="yuv420p", quality=8, macro_block_size=1,
-                                         ffmpeg_log_level="error")
-    writer.send(None)  # start ffmpeg
-    try:
-        for frame in frames:
-            writer.send(np.ascontiguousarray(frame))
-    finally:
-        writer.close()
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        writer = imageio_ffmpeg.write_frames(str(tmp), (w + w % 2, h + h % 2), fps=fps, codec="libx264",
+                                             pix_fmt_out="yuv420p", quality=8, macro_block_size=1,
+                                             ffmpeg_log_level="error", output_params=["-f", "mp4"])
+        writer.send(None)  # start ffmpeg
+        try:
+            for frame in frames:
+                writer.send(np.ascontiguousarray(frame))
+        finally:
+            writer.close()
 
 
 def _write_frame_folder(frames: np.ndarray, folder: str) -> None:
-    from paddle_gan_kit.monitor import write_png
-
     os.makedirs(folder, exist_ok=True)
     for i, frame in enumerate(frames):
         write_png(os.path.join(folder, FRAME_NAME.format(i)), frame)
@@ -270,7 +253,7 @@ def save_frames(frames: np.ndarray, path: str, fps: float = 20.0, format: str | 
     check_writable(path, fmt)
     try:
         if fmt == "gif":
-            _write_bytes(path, encode_gif(frames, fps))
+            write_bytes_atomic(path, encode_gif(frames, fps))
         elif fmt == "mp4":
             _write_mp4(frames, path, fps)
         else:

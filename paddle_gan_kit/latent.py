@@ -10,6 +10,7 @@ import numpy as np
 import paddle
 
 from paddle_gan_kit.errors import GanKitError
+from paddle_gan_kit.images import to_uint8_images
 
 MODES = ("slerp", "linear")
 
@@ -18,16 +19,37 @@ MODES = ("slerp", "linear")
 DEFAULT_BATCH_SIZE = 64
 
 
+PRIORS = ("normal", "uniform")
+
+
+def _check_prior(z_dist: str) -> None:
+    if z_dist not in PRIORS:
+        raise GanKitError(f"unknown latent prior {z_dist!r}; use normal or uniform")
+
+
+def draw_latents(rng: np.random.Generator, n: int, z_dim: int, z_dist: str = "normal") -> np.ndarray:
+    """``n`` latents from the prior, drawn with a private numpy ``rng``: (n, z_dim) float32,
+    N(0, 1) for ``z_dist="normal"``, U(-1, 1) for ``"uniform"``."""
+    _check_prior(z_dist)
+    if z_dist == "uniform":
+        return rng.uniform(-1.0, 1.0, size=(int(n), int(z_dim))).astype(np.float32)
+    return rng.standard_normal((int(n), int(z_dim))).astype(np.float32)
+
+
+def prior_tensor(n: int, z_dim: int, z_dist: str = "normal"):
+    """``n`` latents from the prior as a float32 tensor (n, z_dim) on Paddle's current device,
+    drawn from Paddle's global RNG (the training noise, which snapshots capture)."""
+    _check_prior(z_dist)
+    if z_dist == "uniform":
+        return paddle.rand([int(n), int(z_dim)]) * 2.0 - 1.0
+    return paddle.randn([int(n), int(z_dim)])
+
+
 def latent_for_seed(seed: int, z_dim: int, z_dist: str = "normal") -> np.ndarray:
     """The latent of one seed: (z_dim,) float32, N(0, 1) or U(-1, 1) as the run's ``z_dist``."""
     if not isinstance(seed, (int, np.integer)) or seed < 0:
         raise GanKitError(f"latent seeds are integers >= 0, got {seed!r}")
-    rng = np.random.default_rng(int(seed))
-    if z_dist == "uniform":
-        return rng.uniform(-1.0, 1.0, size=z_dim).astype(np.float32)
-    if z_dist == "normal":
-        return rng.standard_normal(z_dim).astype(np.float32)
-    raise GanKitError(f"unknown latent prior {z_dist!r}; use normal or uniform")
+    return draw_latents(np.random.default_rng(int(seed)), 1, z_dim, z_dist)[0]
 
 
 def latents_for_seeds(seeds, z_dim: int, z_dist: str = "normal") -> np.ndarray:
@@ -110,8 +132,6 @@ def generate_images(generator: paddle.nn.Layer, z: np.ndarray,
     every chunk is padded to the same batch size: cuDNN may pick another algorithm for another
     batch shape, and the last bits of a pixel would then depend on how frames were chunked.
     """
-    from paddle_gan_kit.monitor import to_uint8_images
-
     z = np.asarray(z, np.float32)
     if z.ndim != 2:
         raise ValueError(f"z must be (N, z_dim), got shape {z.shape}")
@@ -132,17 +152,3 @@ def generate_images(generator: paddle.nn.Layer, z: np.ndarray,
         if was_training:
             generator.train()
     return np.concatenate(out)
-
-
-def upscale(images: np.ndarray, scale: int) -> np.ndarray:
-    """Nearest-neighbour upscaling, uint8 (..., H, W, C) -> (..., H*s, W*s, C).
-
-    Nearest keeps the generator's pixels crisp: smoothing a 32 px image up to 128 px would
-    show blur the model never made.
-    """
-    scale = int(scale)
-    if scale < 1:
-        raise GanKitError(f"scale must be an integer >= 1, got {scale}")
-    if scale == 1:
-        return images
-    return images.repeat(scale, axis=-3).repeat(scale, axis=-2)

@@ -1,5 +1,14 @@
-"""GAN losses as functions of logits/scores, and the WGAN-GP gradient penalty."""
+"""GAN losses as functions of logits/scores, the penalties on D, and their registries.
+
+A training objective is composed of one entry of :data:`LOSSES` (what D and G minimise, and
+which scalars show how the game goes) and any entries of :data:`REGULARISERS` whose weight in
+the config is above zero. ``steps.AdversarialStep`` composes them; adding a loss or a penalty
+is one function here plus one registry entry.
+"""
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
 
 import paddle
 import paddle.nn.functional as F
@@ -24,14 +33,41 @@ def g_loss_nonsaturating(fake_logits):
     return F.binary_cross_entropy_with_logits(fake_logits, paddle.ones_like(fake_logits))
 
 
-def critic_loss_wasserstein(real_scores, fake_scores):
-    """Critic loss E[C(fake)] - E[C(real)]; its negative is the Wasserstein estimate."""
+def critic_loss_wasserstein(real_scores, fake_scores, label_smoothing: float = 0.0):
+    """Critic loss E[C(fake)] - E[C(real)]; its negative is the Wasserstein estimate.
+    (Label smoothing has no meaning for scores and is ignored.)"""
     return fake_scores.mean() - real_scores.mean()
 
 
 def g_loss_wasserstein(fake_scores):
     """Generator loss -E[C(G(z))]."""
     return -fake_scores.mean()
+
+
+def report_probabilities(real_logits, fake_logits) -> dict:
+    """Mean D(x) and D(G(z)) as probabilities: how sure D is of each side."""
+    return {"d_real": F.sigmoid(real_logits).mean(), "d_fake": F.sigmoid(fake_logits).mean()}
+
+
+def report_wasserstein(real_scores, fake_scores) -> dict:
+    """The critic's Wasserstein estimate E[C(real)] - E[C(fake)]."""
+    return {"wasserstein": real_scores.mean() - fake_scores.mean()}
+
+
+@dataclass(frozen=True)
+class Loss:
+    """What D and G minimise, on D's outputs (N,), and the scalars that show the game."""
+
+    d_loss: Callable  # (real_out, fake_out, label_smoothing) -> scalar
+    g_loss: Callable  # (fake_out) -> scalar
+    report: Callable  # (real_out, fake_out) -> {name: scalar}
+    d_name: str  # the name D's loss is logged under: "loss_d", or "loss_critic" for a critic
+
+
+LOSSES: dict[str, Loss] = {
+    "nonsaturating": Loss(d_loss_nonsaturating, g_loss_nonsaturating, report_probabilities, "loss_d"),
+    "wasserstein": Loss(critic_loss_wasserstein, g_loss_wasserstein, report_wasserstein, "loss_critic"),
+}
 
 
 def gradient_penalty(critic, real, fake, epsilon=None, loss_scale=None):
@@ -63,3 +99,22 @@ def gradient_penalty(critic, real, fake, epsilon=None, loss_scale=None):
     # the small offset keeps sqrt differentiable should a gradient be exactly zero
     norms = paddle.sqrt(paddle.sum(grads.reshape([n, -1]) ** 2, axis=1) + 1e-12)  # (N,)
     return paddle.mean((norms - 1.0) ** 2)
+
+
+def gp_term(critic, real, fake, loss_scale=None):
+    """The gradient penalty as a regulariser (the registry's calling convention)."""
+    return gradient_penalty(critic, real, fake, loss_scale=loss_scale)
+
+
+@dataclass(frozen=True)
+class Regulariser:
+    """A penalty on D added to its loss as ``weight * term``; ``weight_key`` names its weight
+    in the config (0 turns it off)."""
+
+    term: Callable  # (critic, real, fake, loss_scale) -> scalar
+    weight_key: str
+
+
+REGULARISERS: dict[str, Regulariser] = {
+    "gp": Regulariser(gp_term, "gp_weight"),
+}

@@ -1,47 +1,25 @@
-"""What a run shows while it trains: train.log, VisualDL scalars and images, sample grids,
-the loss-curve PNG and the progress bar."""
+"""What a run shows while it trains: train.log, VisualDL scalars and images, sample grids, the
+loss-curve PNG, the progress bar, evaluations and the best snapshot.
+
+The trainer talks to one ``Reporter``. Rank 0 gets a ``RunReporter`` that writes all of that
+into the run directory; other ranks get the silent base class, so the training loop never asks
+which rank it is on.
+"""
 from __future__ import annotations
 
 import logging
-import math
 import os
+import signal
 import sys
 
 import numpy as np
 
+from data_prep.files import atomic_path, write_png
+from paddle_gan_kit.images import make_grid
+from paddle_gan_kit.latent import generate_images
 
-def to_uint8_images(images) -> np.ndarray:
-    """(N, C, H, W) float in [-1, 1] (tensor or array) -> uint8 (N, H, W, C)."""
-    array = images.numpy() if hasattr(images, "numpy") else np.asarray(images)
-    array = np.clip((array + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8)
-    return array.transpose(0, 2, 3, 1)
-
-
-def make_grid(images: np.ndarray, ncols: int | None = None, padding: int = 2,
-              pad_value: int = 0) -> np.ndarray:
-    """Tile uint8 (N, H, W, C) into one uint8 (rows*(H+p)+p, cols*(W+p)+p, C) image."""
-    n, h, w, c = images.shape
-    ncols = ncols or int(math.ceil(math.sqrt(n)))
-    nrows = int(math.ceil(n / ncols))
-    grid = np.full((nrows * (h + padding) + padding, ncols * (w + padding) + padding, c),
-                   pad_value, dtype=np.uint8)
-    for i in range(n):
-        r, col = divmod(i, ncols)
-        y, x = padding + r * (h + padding), padding + col * (w + padding)
-        grid[y:y + h, x:x + w] = images[i]
-    return grid
-
-
-def write_png(path: str, image: np.ndarray) -> None:
-    """Write uint8 (H, W, C) RGB or gray as PNG, atomically (temporary name + rename)."""
-    import cv2
-
-    if image.shape[-1] == 3:
-        image = image[..., ::-1]  # OpenCV writes BGR
-    tmp = f"{path}.tmp-{os.getpid()}.png"
-    if not cv2.imwrite(tmp, np.ascontiguousarray(image)):
-        raise OSError(f"could not write {path}")
-    os.replace(tmp, path)
+# Record keys that are not losses: they go to their own VisualDL groups and stay off the plot.
+_NOT_LOSSES = ("step", "lr_g", "lr_d", "images_per_s")
 
 
 def plot_losses(history: list[dict], path: str, title: str) -> None:
@@ -51,7 +29,7 @@ def plot_losses(history: list[dict], path: str, title: str) -> None:
 
     if not history:
         return
-    keys = [k for k in history[-1] if k not in ("step", "images_per_s", "lr_g", "lr_d")]
+    keys = [k for k in history[-1] if k not in _NOT_LOSSES]
     steps = [rec["step"] for rec in history]
     fig = Figure(figsize=(7, 2.2 * len(keys)))
     axes = fig.subplots(len(keys), 1, sharex=True, squeeze=False)
@@ -62,19 +40,16 @@ def plot_losses(history: list[dict], path: str, title: str) -> None:
     axes[0, 0].set_title(title)
     axes[-1, 0].set_xlabel("generator step")
     fig.tight_layout()
-    tmp = f"{path}.tmp-{os.getpid()}.png"
-    fig.savefig(tmp, dpi=90)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        fig.savefig(str(tmp), dpi=90, format="png")
 
 
 def make_logger(run_dir: str | None, name: str = "paddle_gan_kit.train") -> logging.Logger:
-    """A logger that prints to stderr and, on the writing rank, appends to ``train.log``."""
+    """A logger that prints to stderr and, when ``run_dir`` is given, appends to ``train.log``."""
     logger = logging.getLogger(f"{name}.{id(run_dir)}")
     logger.setLevel(logging.INFO)
     logger.propagate = False
-    for handler in list(logger.handlers):
-        logger.removeHandler(handler)
-        handler.close()
+    close_logger(logger)
     stream = TqdmHandler()
     stream.setFormatter(logging.Formatter("%(message)s"))
     logger.addHandler(stream)
@@ -155,9 +130,6 @@ class VisualDLWriter:
             image = np.repeat(image, 3, axis=-1)
         self._writer.add_image(tag=tag, img=image, step=int(step))
 
-    def flush(self) -> None:
-        self._writer.flush()
-
     def close(self) -> None:
         self._writer.close()
 
@@ -172,3 +144,128 @@ class TqdmHandler(logging.Handler):
             tqdm.write(self.format(record), file=sys.stderr)
         except Exception:  # logging must never kill training
             self.handleError(record)
+
+
+def format_values(values: dict) -> str:
+    """``key 1.234 key 5.678``: a record's numbers for a log line."""
+    return " ".join(f"{k} {v:.4g}" for k, v in values.items())
+
+
+class Reporter:
+    """What ranks other than 0 report: nothing but one-line notes on stderr. The base of
+    :class:`RunReporter`, whose methods say what each call means."""
+
+    def __init__(self):
+        self.log = make_logger(None)
+        self.best: dict | None = None  # {"step": ..., <primary metric>: ...} of the best snapshot
+
+    def info(self, message: str) -> None:
+        pass
+
+    def start(self, step: int, steps: int, header: str) -> None:
+        pass
+
+    def advance(self, step: int) -> None:
+        pass
+
+    def record(self, record: dict, steps: int) -> None:
+        pass
+
+    def samples(self, step: int, generator, fixed_noise: np.ndarray, history: list) -> None:
+        pass
+
+    def evaluate(self, step: int, generator, save_best) -> dict | None:
+        return None
+
+    def finish(self, status: str, step: int, path: str | None, stop_signal: int | None) -> None:
+        pass
+
+    def close(self) -> None:
+        close_logger(self.log)
+
+
+class RunReporter(Reporter):
+    """Rank 0's reporter: train.log, VisualDL, the progress bar, sample grids, losses.png,
+    evaluations with the best snapshot. Built before training starts; ``close()`` at the end."""
+
+    def __init__(self, run, cfg, progress: bool = True, evaluator=None):
+        super().__init__()
+        self.run, self.cfg, self.evaluator = run, cfg, evaluator
+        self.log = make_logger(run.dir)
+        self.progress = progress
+        self.vdl: VisualDLWriter | None = None
+        self.bar = None
+        if evaluator is not None:
+            self.info(f"evaluating every {cfg.eval_every} steps: {evaluator.describe()}")
+
+    def info(self, message: str) -> None:
+        """One line to stderr and train.log."""
+        self.log.info(message)
+
+    def start(self, step: int, steps: int, header: str) -> None:
+        """Open VisualDL (moving aside what an interrupted session logged after ``step``), log
+        the run's header line and show the progress bar."""
+        from tqdm import tqdm
+
+        moved = supersede_records_after(self.run.vdl_dir, step, os.path.join(self.run.dir, "vdl_superseded"))
+        if moved:
+            self.info(f"VisualDL: {moved} records an interrupted session wrote after step {step} "
+                      f"moved to {self.run.dir}/vdl_superseded (this run logs those steps again)")
+        self.vdl = VisualDLWriter(self.run.vdl_dir)
+        self.info(header)
+        self.bar = tqdm(total=steps, initial=step, disable=not self.progress, unit="step", dynamic_ncols=True,
+                        mininterval=1.0)
+
+    def advance(self, step: int) -> None:
+        self.bar.update(1)
+
+    def record(self, record: dict, steps: int) -> None:
+        """A logged window of steps: VisualDL scalars, the bar's numbers and a log line."""
+        step = record["step"]
+        losses = {k: v for k, v in record.items() if k not in _NOT_LOSSES}
+        self.vdl.scalars(losses, step, prefix="train/")
+        self.vdl.scalars({"lr_g": record["lr_g"], "lr_d": record["lr_d"]}, step, prefix="lr/")
+        self.vdl.scalars({"images_per_s": record["images_per_s"]}, step, prefix="speed/")
+        shown = {k: v for k, v in record.items() if k not in ("step", "lr_g", "lr_d")}
+        self.bar.set_postfix({k: f"{v:.3g}" for k, v in shown.items()}, refresh=False)
+        self.info(f"step {step}/{steps} {format_values(shown)}")
+
+    def samples(self, step: int, generator, fixed_noise: np.ndarray, history: list) -> None:
+        """The grid of G(fixed_noise) in eval mode as PNG and VisualDL image, and losses.png."""
+        grid = make_grid(generate_images(generator, fixed_noise, batch_size=len(fixed_noise)))
+        write_png(self.run.sample_path(step), grid)
+        if self.vdl is not None:
+            self.vdl.image("samples", grid, step)
+        plot_losses(history, os.path.join(self.run.dir, "losses.png"), f"{self.cfg.model} {self.cfg.size}px")
+
+    def evaluate(self, step: int, generator, save_best) -> dict:
+        """Score ``generator``, log it, and call ``save_best()`` when it beats the best so far."""
+        result = self.evaluator(generator, self.cfg.z_dim, self.cfg.z_dist)
+        primary = self.evaluator.primary
+        scores = {k: v for k, v in result.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+                  and not k.startswith("n_")}
+        self.vdl.scalars(scores, step, prefix="eval/")
+        improved = self.best is None or result[primary] < self.best[primary]
+        if improved:
+            self.best = {"step": step, primary: float(result[primary])}
+            path = save_best()
+            verdict = f" - new best, {os.path.relpath(path, self.run.dir)} written"
+        else:
+            verdict = f" - best {self.best[primary]:.4g} at step {self.best['step']}"
+        self.info(f"eval step {step}: {format_values(scores)} (n_real {result.get('n_real')}, "
+                  f"n_fake {result.get('n_fake')}, {result.get('extractor')}){verdict}")
+        return result
+
+    def finish(self, status: str, step: int, path: str | None, stop_signal: int | None) -> None:
+        if status == "interrupted":
+            self.info(f"{signal.Signals(stop_signal).name}: stopped at step {step}; snapshot {path} written; "
+                      f"continue with --resume --out {self.run.dir}")
+        else:
+            self.info(f"done: step {step}; snapshot {path}; samples in {self.run.samples_dir}")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        if self.vdl is not None:
+            self.vdl.close()
+        super().close()

@@ -2,8 +2,8 @@
 
 Paddle sets ``OMP_NUM_THREADS=1`` at import when it is unset, so a CPU run uses one core
 unless the variable is set first. On AMD CPUs, MKL takes a slow generic path unless
-``MKL_DEBUG_CPU_TYPE=5`` is set before it loads (measured here: the DCGAN step ran 4x faster
-with both set). Users override either by exporting the variable themselves.
+``MKL_DEBUG_CPU_TYPE=5`` is set before it loads (the README's "Speed" section has the numbers).
+Users override either by exporting the variable themselves.
 """
 from __future__ import annotations
 

@@ -21,8 +21,11 @@ import sys
 import paddle_gan_kit  # noqa: F401  (sets CPU threads before Paddle loads)
 import numpy as np
 
+from data_prep.files import write_png
 from paddle_gan_kit.errors import ArgumentParser, GanKitError, cli_entry
-from paddle_gan_kit.latent import DEFAULT_BATCH_SIZE, generate_images, latents_for_seeds, upscale
+from paddle_gan_kit.images import upscale
+from paddle_gan_kit.latent import DEFAULT_BATCH_SIZE, generate_images, latents_for_seeds
+from paddle_gan_kit.run import generator_of
 
 SAMPLE_NAME = "seed_{:06d}.png"
 LABEL_HEIGHT = 12  # pixels of the caption strip under each tile (fits Pillow's default font)
@@ -46,10 +49,7 @@ def sample_images(run, n: int = 64, seed: int = 0, seeds=None, snapshot=None,
     file, or the ``(generator, cfg)`` pair from ``paddle_gan_kit.load_generator``.
     """
     seeds = sample_seeds(n, seed) if seeds is None else [int(s) for s in seeds]
-    if isinstance(run, (tuple, list)) and len(run) == 2:
-        generator, cfg = run
-    else:
-        generator, cfg = paddle_gan_kit.load_generator(str(run), snapshot=snapshot)
+    generator, cfg = generator_of(run, snapshot)
     z = latents_for_seeds(seeds, cfg.z_dim, cfg.z_dist)  # (N, z_dim)
     return generate_images(generator, z, batch_size), seeds
 
@@ -115,8 +115,6 @@ def check_writable_file(path: str) -> None:
 
 def save_samples(images: np.ndarray, seeds, out_dir: str) -> list[str]:
     """One PNG per sample, ``out_dir/seed_000042.png``; returns the paths."""
-    from paddle_gan_kit.monitor import write_png
-
     paths = []
     try:
         os.makedirs(out_dir, exist_ok=True)
@@ -152,8 +150,6 @@ def sample(run, n: int = 64, seed: int = 0, grid: str | None = None, out: str | 
     images, seeds = sample_images(run, seeds=seeds, snapshot=snapshot, batch_size=batch_size)
     result = {"grid": None, "files": []}
     if grid is not None:
-        from paddle_gan_kit.monitor import write_png
-
         try:
             write_png(grid, labelled_grid(images, seeds, ncols, scale))
         except OSError as exc:

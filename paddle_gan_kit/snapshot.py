@@ -1,29 +1,42 @@
-"""Complete, atomic snapshots of a training run, their discovery, and the way back in.
+"""The snapshot file format: complete, atomic, and unable to carry code.
 
-A snapshot is one file ``snapshots/step_XXXXXXXX.pdckpt`` holding the generator, the
-discriminator/critic, both optimizer states, the step, the epoch and the position in it, every
-RNG state in play, the fixed sample noise, the loss history and the resolved config. It is
-written under a temporary name and moved into place with ``os.replace``, so a crash or
-``kill -9`` at any instant leaves the previous snapshot whole.
+A snapshot ``snapshots/step_XXXXXXXX.safetensors`` holds everything a run needs to continue
+bit-exactly: the generator (and its EMA copy), the discriminator/critic, both optimizer states,
+the step, the epoch and the position in it, every RNG state in play, the fixed sample noise, the
+loss history and the resolved config. It is a safetensors file (the format made for exchanging
+weights safely): every array is a tensor, and everything else is JSON in the header's metadata,
+with a sha256 over the JSON and every tensor's bytes, so a truncated or bit-flipped file is
+refused rather than half-read. Loading one never runs code.
+
+Snapshots of earlier versions (``step_XXXXXXXX.pdckpt``, pickles) still load, through an
+unpickler that admits numpy arrays, plain Python values and Paddle's RNG state, and refuses every
+other global. Files are written with ``data_prep.files.atomic_path``: a crash or ``kill -9`` at
+any instant leaves the previous snapshot whole.
 """
 from __future__ import annotations
 
+import hashlib
+import io
+import json
 import os
 import pickle
-import random
 import re
+import struct
 from dataclasses import dataclass
 
 import numpy as np
-import paddle
 
-from paddle_gan_kit.config import TrainConfig, build_config
+from data_prep.files import atomic_path
 from paddle_gan_kit.errors import GanKitError
 
-FORMAT_VERSION = 1
-SUFFIX = ".pdckpt"
-_STEP_RE = re.compile(r"^step_(\d{8,})\.pdckpt$")
-BEST_NAME = "best" + SUFFIX
+FORMAT = "paddle_gan_kit.snapshot/2"
+SUFFIX = ".safetensors"
+LEGACY_SUFFIX = ".pdckpt"
+LEGACY_FORMAT = 1
+BEST_STEM = "best"
+_STEP_RE = re.compile(r"^step_(\d{8,})(\.safetensors|\.pdckpt)$")
+_ARRAY = "$array"  # the JSON stand-in for a tensor of the file: {"$array": "<tensor name>"}
+_META_PAYLOAD, _META_HASH = "paddle_gan_kit", "sha256"
 
 
 def snapshot_name(step: int) -> str:
@@ -31,112 +44,247 @@ def snapshot_name(step: int) -> str:
     return f"step_{step:08d}{SUFFIX}"
 
 
+def best_path(snapshot_dir: str) -> str | None:
+    """The run's best snapshot (new or legacy format), or None."""
+    for suffix in (SUFFIX, LEGACY_SUFFIX):
+        path = os.path.join(snapshot_dir, BEST_STEM + suffix)
+        if os.path.isfile(path):
+            return path
+    return None
+
+
 def list_snapshots(snapshot_dir: str) -> list[tuple[int, str]]:
-    """``(step, path)`` of every step snapshot in a directory, oldest first."""
+    """``(step, path)`` of every step snapshot in a directory, oldest first (for a step written
+    in both formats, the current one)."""
     if not os.path.isdir(snapshot_dir):
         return []
-    found = []
+    found = {}
     for name in os.listdir(snapshot_dir):
         match = _STEP_RE.match(name)
-        if match:
-            found.append((int(match.group(1)), os.path.join(snapshot_dir, name)))
-    return sorted(found)
+        if match and (int(match.group(1)) not in found or match.group(2) == SUFFIX):
+            found[int(match.group(1))] = os.path.join(snapshot_dir, name)
+    return sorted(found.items())
 
 
-# --- optimizer state, made independent of Paddle's global parameter names --------------
-# Paddle keys optimizer state by parameter names such as "conv2d_3.w_0", which depend on how
-# many layers the process built before; a snapshot keyed that way would silently fail to
-# restore in a process that builds the models in another order. Keys are stored by the
-# parameter's structural name in its model instead.
+# --- encoding ---------------------------------------------------------------------------------
 
-def portable_optimizer_state(state: dict, model: paddle.nn.Layer) -> dict:
-    """Optimizer ``state_dict`` with parameter names replaced by structural names."""
-    names = sorted(((p.name, key) for key, p in model.named_parameters()), key=lambda t: -len(t[0]))
-    out = {}
-    for key, value in state.items():
-        new_key = key
-        for pname, skey in names:
-            if key.startswith(pname + "_"):
-                new_key = "@" + skey + "@" + key[len(pname):]
-                break
-        out[new_key] = _to_numpy(value)
-    return out
-
-
-def restore_optimizer_state(state: dict, model: paddle.nn.Layer) -> dict:
-    """Inverse of ``portable_optimizer_state`` for this process's parameter names."""
-    by_struct = {key: p.name for key, p in model.named_parameters()}
-    out = {}
-    for key, value in state.items():
-        if key.startswith("@"):
-            skey, rest = key[1:].split("@", 1)
-            if skey not in by_struct:
-                raise GanKitError(f"snapshot optimizer state names parameter '{skey}' the model lacks")
-            key = by_struct[skey] + rest
-        out[key] = paddle.to_tensor(value) if isinstance(value, np.ndarray) else value
-    return out
-
-
-def _to_numpy(value):
-    if isinstance(value, paddle.Tensor):
-        return value.numpy()
+def _split(value, arrays: dict, prefix: str):
+    """``value`` as JSON-able data, its numpy arrays moved into ``arrays`` under path names."""
+    if isinstance(value, np.ndarray):
+        arrays[prefix] = np.ascontiguousarray(value)
+        return {_ARRAY: prefix}
     if isinstance(value, dict):
-        return {k: _to_numpy(v) for k, v in value.items()}
+        if not all(isinstance(k, str) for k in value):
+            raise TypeError(f"snapshot dict keys must be strings at {prefix!r}")
+        return {k: _split(v, arrays, f"{prefix}/{k}") for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_split(v, arrays, f"{prefix}/{i}") for i, v in enumerate(value)]
+    if isinstance(value, np.generic):
+        return value.item()
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    raise TypeError(f"a snapshot holds arrays and plain values, not {type(value).__name__} (at {prefix!r})")
+
+
+def _join(value, arrays: dict):
+    if isinstance(value, dict):
+        if set(value) == {_ARRAY}:
+            return arrays[value[_ARRAY]]
+        return {k: _join(v, arrays) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_join(v, arrays) for v in value]
     return value
 
 
-def model_state(model: paddle.nn.Layer) -> dict:
-    """``state_dict`` as numpy arrays (pickles without Paddle-specific types)."""
-    return {k: v.numpy() for k, v in model.state_dict().items()}
+def _digest(text: str, arrays: dict) -> str:
+    digest = hashlib.sha256(text.encode("utf-8"))
+    for name in sorted(arrays):
+        digest.update(name.encode("utf-8"))
+        digest.update(np.ascontiguousarray(arrays[name]).tobytes())
+    return digest.hexdigest()
 
 
-def rng_states() -> dict:
-    """Every RNG in play: Paddle CPU (and GPU when compiled with CUDA), numpy, python."""
-    states = {"paddle": paddle.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
-    if paddle.device.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0:
-        states["paddle_cuda"] = paddle.get_cuda_rng_state()
+def encode(payload: dict) -> bytes:
+    """The bytes of a snapshot file for ``payload`` (a dict of arrays and plain values)."""
+    from safetensors.numpy import save
+
+    arrays: dict = {}
+    text = json.dumps(_split(dict(payload, format=FORMAT), arrays, ""), allow_nan=True)
+    return save(arrays, metadata={_META_PAYLOAD: text, _META_HASH: _digest(text, arrays)})
+
+
+def _header(data: bytes) -> dict:
+    (length,) = struct.unpack("<Q", data[:8])
+    if length > len(data) - 8:
+        raise ValueError(f"header of {length} bytes in a file of {len(data)}")
+    header = json.loads(data[8:8 + length])
+    if not isinstance(header, dict):
+        raise ValueError("the header is not a JSON object")
+    return header
+
+
+def decode(data: bytes) -> dict:
+    """The payload of snapshot file bytes; ``ValueError`` when they are not a complete snapshot."""
+    from safetensors.numpy import load
+
+    metadata = _header(data).get("__metadata__") or {}
+    text, expected = metadata.get(_META_PAYLOAD), metadata.get(_META_HASH)
+    if not isinstance(text, str) or not isinstance(expected, str):
+        raise ValueError("a safetensors file, but not a paddle_gan_kit snapshot")
+    arrays = load(data)
+    if _digest(text, arrays) != expected:
+        raise ValueError("its checksum does not match (the file was damaged after it was written)")
+    payload = _join(json.loads(text), arrays)
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ValueError(f"not a {FORMAT} snapshot")
+    return payload
+
+
+# --- earlier versions: pickles, read without running code --------------------------------------
+
+class _PaddleGeneratorState:
+    """Stands in for ``paddle.base.libpaddle.GeneratorState`` in an old pickle: keeps its state."""
+
+    def __setstate__(self, state):
+        device, seed, offset, engine = state
+        self.values = [int(device), int(seed), int(offset), bytes(engine).decode("latin-1")]
+
+
+_ALLOWED = {
+    ("numpy", "ndarray"), ("numpy", "dtype"),
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+    ("builtins", "set"), ("builtins", "frozenset"), ("collections", "OrderedDict"),
+}
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    def find_class(self, module, name):
+        if (module, name) in _ALLOWED:
+            return super().find_class(module, name)
+        if (module, name) in (("paddle.base.libpaddle", "GeneratorState"), ("paddle.fluid.libpaddle", "GeneratorState")):
+            return _PaddleGeneratorState
+        raise _Refused(f"{module}.{name}")
+
+
+class _Refused(Exception):
+    pass
+
+
+def _plain(value):
+    """An old payload in today's shape: RNG states as data, tuples as lists."""
+    if isinstance(value, _PaddleGeneratorState):
+        return value.values
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _legacy_rng(rng: dict) -> dict:
+    kind, keys, pos, has_gauss, cached = rng["numpy"]
+    version, internal, gauss_next = rng["python"]
+    states = {"paddle": rng["paddle"],
+              "numpy": {"kind": kind, "keys": keys, "pos": pos, "has_gauss": has_gauss, "cached_gaussian": cached},
+              "python": {"version": version, "internal": internal, "gauss_next": gauss_next}}
+    if "paddle_cuda" in rng:
+        states["paddle_cuda"] = rng["paddle_cuda"]
     return states
 
 
-def set_rng_states(states: dict) -> None:
-    """Restore what ``rng_states`` captured (a CUDA state only where CUDA is present)."""
-    paddle.set_rng_state(states["paddle"])
-    np.random.set_state(states["numpy"])
-    random.setstate(states["python"])
-    if "paddle_cuda" in states and paddle.device.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0:
-        paddle.set_cuda_rng_state(states["paddle_cuda"])
+def _is_pickle(data: bytes, path: str) -> bool:
+    """A version-1 snapshot: named .pdckpt, or a pickle's protocol mark where a safetensors
+    file has a header length (which for a pickle reads as more than the file holds)."""
+    if path.endswith(LEGACY_SUFFIX):
+        return True
+    if len(data) < 8 or data[:1] != b"\x80" or not 2 <= data[1] <= 5:
+        return False
+    return struct.unpack("<Q", data[:8])[0] > len(data)
 
 
-def write_atomic(payload: dict, path: str) -> None:
-    """Pickle ``payload`` to ``path`` via a temporary file, fsync and ``os.replace``."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as f:
-        pickle.dump(payload, f, protocol=pickle.HIGHEST_PROTOCOL)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    try:  # make the rename itself durable
-        fd = os.open(os.path.dirname(path) or ".", os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        pass
+def decode_legacy(data: bytes, path: str) -> dict:
+    """The payload of a version-1 pickle snapshot, unpickled without running code."""
+    try:
+        payload = _plain(_RestrictedUnpickler(io.BytesIO(data)).load())
+    except _Refused as refused:
+        raise GanKitError(f"snapshot {path} holds a pickled {refused}, which no snapshot contains; refusing to "
+                          "load it (a pickle can run code): use snapshots from runs you trust") from None
+    if not isinstance(payload, dict) or payload.get("format") != LEGACY_FORMAT:
+        raise ValueError("not a paddle_gan_kit snapshot")
+    payload["rng"] = _legacy_rng(payload["rng"])
+    payload["format"] = FORMAT
+    return payload
+
+
+# --- files --------------------------------------------------------------------------------------
+
+REQUIRED = ("step", "generator", "discriminator", "opt_g", "opt_d", "rng", "fixed_noise", "data_order",
+            "history", "config")
+
+
+def write_snapshot(payload: dict, path: str, fix: str | None = None) -> int:
+    """Write ``payload`` to ``path`` atomically; returns the file's size in bytes. A full disk
+    is a ``NoSpaceError`` naming ``fix`` (the partial file is removed, the old one kept)."""
+    data = encode(payload)
+    with atomic_path(path, needed=len(data), fix=fix) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data)
+    return len(data)
 
 
 def read_snapshot(path: str) -> dict:
-    """Load one snapshot file; raises ``GanKitError`` if it is not a complete snapshot."""
+    """Load one snapshot file (either format); a ``GanKitError`` naming the file and what is
+    wrong when it is not a complete snapshot."""
     try:
         with open(path, "rb") as f:
-            payload = pickle.load(f)
+            data = f.read()
     except FileNotFoundError:
         raise GanKitError(f"snapshot {path} does not exist; list the run's snapshots/ folder") from None
-    except Exception as exc:  # truncated or foreign file: pickle raises many types
-        raise GanKitError(f"snapshot {path} is corrupt or incomplete ({type(exc).__name__})") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT_VERSION:
-        raise GanKitError(f"{path} is not a paddle_gan_kit snapshot (format {FORMAT_VERSION})")
+    except OSError as exc:
+        raise GanKitError(f"snapshot {path} cannot be read ({exc.strerror or exc}); check the file") from None
+    try:
+        payload = decode_legacy(data, path) if _is_pickle(data, path) else decode(data)
+        missing = [key for key in REQUIRED if key not in payload]
+        if missing:
+            raise ValueError(f"it lacks {', '.join(missing)}")
+        if not isinstance(payload["config"], dict) or not isinstance(payload["generator"], dict):
+            raise ValueError("its config or generator is not a mapping")
+    except GanKitError:
+        raise
+    except Exception as exc:  # truncated or foreign files make the decoders raise many types
+        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise GanKitError(f"snapshot {path} is corrupt, incomplete or not a paddle_gan_kit snapshot ({reason}); "
+                          "use another snapshot of the run") from None
     return payload
+
+
+@dataclass
+class Found:
+    """A loaded snapshot, its path, and the newer ones that were unreadable (with why)."""
+
+    payload: dict
+    path: str
+    skipped: list[tuple[str, str]]
+
+
+def load_newest(snapshot_dir: str) -> Found | None:
+    """The newest readable step snapshot, or None if there is none at all.
+
+    A corrupt newest snapshot is skipped in favour of the previous complete one (the caller
+    reports ``skipped``); if snapshots exist but none is readable, that is an error.
+    """
+    skipped = []
+    for _, path in reversed(list_snapshots(snapshot_dir)):
+        try:
+            return Found(read_snapshot(path), path, skipped)
+        except GanKitError as exc:
+            skipped.append((path, str(exc)))
+    if skipped:
+        raise GanKitError(f"no snapshot in {snapshot_dir} can be loaded ({len(skipped)} tried; the newest: "
+                          f"{skipped[0][1]}); start a new run with another --out")
+    return None
 
 
 def prune(snapshot_dir: str, keep: int) -> None:
@@ -146,84 +294,3 @@ def prune(snapshot_dir: str, keep: int) -> None:
             os.remove(path)
         except FileNotFoundError:
             pass
-
-
-@dataclass
-class Found:
-    """A loaded snapshot, its path, and the newer ones that were unreadable."""
-
-    payload: dict
-    path: str
-    skipped: list[str]
-
-
-def load_newest(snapshot_dir: str) -> Found | None:
-    """The newest readable step snapshot, or None if there is none at all.
-
-    A corrupt newest snapshot is skipped in favour of the previous complete one (the caller
-    reports ``skipped``); if snapshots exist but none is readable, that is an error.
-    """
-    snaps = list_snapshots(snapshot_dir)
-    skipped = []
-    for _, path in reversed(snaps):
-        try:
-            return Found(read_snapshot(path), path, skipped)
-        except GanKitError:
-            skipped.append(path)
-    if skipped:
-        raise GanKitError(
-            f"every snapshot in {snapshot_dir} is corrupt ({len(skipped)} tried); "
-            "start a new run with another --out"
-        )
-    return None
-
-
-def resolve_snapshot_path(path: str, snapshot=None) -> str:
-    """A snapshot file from a run directory (newest, a step number, "best") or a file path."""
-    if os.path.isfile(path):
-        return path
-    if not os.path.isdir(path):
-        raise GanKitError(f"{path} is neither a run directory nor a snapshot file; check the path")
-    snap_dir = os.path.join(path, "snapshots")
-    if snapshot is None or snapshot == "latest":
-        found = load_newest(snap_dir)
-        if found is None:
-            raise GanKitError(
-                f"run {path} has no snapshot yet; train it first "
-                f"(python -m paddle_gan_kit.train --out {path} --resume)"
-            )
-        return found.path
-    if str(snapshot) == "best":
-        best = os.path.join(snap_dir, BEST_NAME)
-        if not os.path.isfile(best):
-            raise GanKitError(f"run {path} has no best snapshot; train with --eval-every to track one")
-        return best
-    if str(snapshot).isdigit():
-        candidate = os.path.join(snap_dir, snapshot_name(int(snapshot)))
-    else:
-        candidate = os.path.join(snap_dir, str(snapshot))
-    if not os.path.isfile(candidate):
-        steps = ", ".join(str(s) for s, _ in list_snapshots(snap_dir)) or "none"
-        raise GanKitError(f"run {path} has no snapshot {snapshot}; available steps: {steps}")
-    return candidate
-
-
-def load_generator(path: str, snapshot=None, ema: bool = True):
-    """``(generator in eval mode, TrainConfig)`` from a run directory or a snapshot file.
-
-    The EMA generator is returned when the run keeps one and ``ema`` is true.
-    """
-    from paddle_gan_kit.models import MODELS
-
-    payload = read_snapshot(resolve_snapshot_path(path, snapshot))
-    cfg = build_config(payload["config"])
-    generator = MODELS[cfg.model].build_generator(cfg)
-    weights = payload.get("generator_ema") if ema and payload.get("generator_ema") else payload["generator"]
-    generator.set_state_dict(weights)
-    generator.eval()
-    return generator, cfg
-
-
-def config_of(payload: dict) -> TrainConfig:
-    """The resolved config stored in a snapshot."""
-    return build_config(payload["config"])

@@ -17,13 +17,14 @@ if not __package__:
     sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 import paddle_gan_kit  # noqa: F401  (sets CPU threads before Paddle loads)
-from paddle_gan_kit.config import TrainConfig, build_config, load_yaml, parse_set
+from paddle_gan_kit.config import COMMON_SIZES, build_config, load_yaml, parse_set
 from paddle_gan_kit.errors import ArgumentParser, cli_entry
+from paddle_gan_kit.trainer import Trainer
 
 # flag name -> config key; every flag defaults to "not given" so explicit values are known
 FLAGS = {
     "model": ("--model", str, "dcgan or wgan_gp (default dcgan)"),
-    "size": ("--size", int, "image side: 28, 32, 64, 96, 128, 256 (default 64)"),
+    "size": ("--size", int, f"image side: {', '.join(map(str, COMMON_SIZES))} (default 64)"),
     "data": ("--data", str, "image folder, zip/tar, prepared dir, .npy, builtin:mnist (default: built-in gems)"),
     "out": ("--out", str, "run directory (default runs/<model>_<size>)"),
     "steps": ("--steps", int, "total generator updates of the run"),
@@ -53,43 +54,29 @@ def build_parser() -> argparse.ArgumentParser:
                         help="set any config key, e.g. --set lr_g=1e-4 (repeatable)")
     parser.add_argument("--sync-bn", action="store_true", default=argparse.SUPPRESS,
                         help="several GPU ranks: BatchNorm statistics over the global batch")
-    parser.add_argument("--compile", action="store_true", default=argparse.SUPPRESS,
-                        help="run G and D under paddle.jit.to_static where it gives the dynamic graph's "
-                             "gradients (checked at start; the log says which)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
     return parser
 
 
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """The config a command line asks for (merged with the saved run's on --resume)."""
-    from paddle_gan_kit.trainer import run_exists, saved_config
-
+def explicit_settings(args: argparse.Namespace) -> dict:
+    """The config keys the command line gives (``--config`` file, ``--set``, named flags), later
+    ones winning; on ``--resume`` only these are compared with the run's own settings."""
     explicit = {}
     if args.config:
         explicit.update(load_yaml(args.config))
     explicit.update(parse_set(args.overrides))
-    for key in list(FLAGS) + ["sync_bn", "compile"]:
+    for key in list(FLAGS) + ["sync_bn"]:
         if hasattr(args, key):
             explicit[key] = getattr(args, key)
-    cfg = build_config(explicit)
-    if args.resume:
-        out = cfg.resolve().out
-        if run_exists(out):
-            previous = saved_config(out)
-            if previous is not None:
-                merged = previous.to_dict()
-                merged.update(explicit)
-                cfg = build_config(merged)
-    return cfg
+    return explicit
 
 
 @cli_entry
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    cfg = config_from_args(args)
-    from paddle_gan_kit.trainer import Trainer
-
-    trainer = Trainer(cfg, resume=args.resume, progress=not args.no_progress and sys.stderr.isatty())
+    explicit = explicit_settings(args)
+    trainer = Trainer(build_config(explicit), resume=args.resume, explicit=explicit,
+                      progress=not args.no_progress and sys.stderr.isatty())
     status = trainer.fit()
     if status == "interrupted":
         return 128 + int(trainer.stop_signal)

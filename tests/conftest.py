@@ -77,3 +77,43 @@ def run_cli(module, *args, timeout=300, env=None):
         full_env.update(env)
     return subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=REPO, env=full_env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+# Flags that make a CLI training run tiny (the TINY config on the command line).
+TINY_FLAGS = ["--size", "16", "--batch-size", "8", "--set", "g_channels=8", "--set", "d_channels=8",
+              "--set", "z_dim=16", "--set", "n_samples=16", "--no-progress"]
+
+
+def assert_one_line_error(result, *fragments):
+    """A CLI run that failed as a user error: exit 2, one line ``error: ...`` holding every
+    fragment, no traceback."""
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ") and "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def params_of(run_dir, step):
+    """The payload of a run's snapshot at ``step``."""
+    from paddle_gan_kit import snapshot
+
+    return snapshot.read_snapshot(os.path.join(run_dir, "snapshots", snapshot.snapshot_name(step)))
+
+
+def vdl_records(run_dir):
+    """{tag: [(step, value)]} for scalars and {tag: count} for images, read with VisualDL's reader."""
+    import glob
+
+    from visualdl import LogReader
+
+    scalars, images = {}, {}
+    for path in sorted(glob.glob(os.path.join(run_dir, "vdl", "vdlrecords.*"))):
+        reader = LogReader(file_path=path)
+        tags = reader.get_tags()
+        for tag in tags.get("scalar", []):
+            scalars.setdefault(tag, []).extend((r.id, r.value) for r in reader.get_data("scalar", tag))
+        for tag in tags.get("image", []):
+            images[tag] = images.get(tag, 0) + len(reader.get_data("image", tag))
+    return scalars, images

@@ -22,8 +22,9 @@ TINY = dict(size=16, g_channels=8, d_channels=8, z_dim=16, n_samples=16, log_eve
 
 
 def save_params(path, trainer):
-    arrays = {f"G.{k}": v.numpy() for k, v in trainer.generator.state_dict().items()}
-    arrays.update({f"D.{k}": v.numpy() for k, v in trainer.discriminator.state_dict().items()})
+    nets = trainer.objective
+    arrays = {f"G.{k}": v.numpy() for k, v in nets.generator.state_dict().items()}
+    arrays.update({f"D.{k}": v.numpy() for k, v in nets.discriminator.state_dict().items()})
     np.savez(path, **arrays)
 
 
@@ -46,17 +47,17 @@ def equiv(out, global_batch):
     trainer = Trainer(cfg, progress=False)
     per_rank = global_batch // trainer.world_size
     rows = slice(trainer.rank * per_rank, (trainer.rank + 1) * per_rank)
-    trainer.real_batch = lambda: paddle.to_tensor(real_all[rows])
-    trainer.noise = lambda n: paddle.to_tensor(z_all[rows])
+    nets = trainer.objective
+    nets.noise = lambda n: paddle.to_tensor(z_all[rows])
     penalty = losses.gradient_penalty
     losses.gradient_penalty = lambda c, r, f, epsilon=None, loss_scale=None: penalty(
         c, r, f, paddle.to_tensor(eps_all[rows]), loss_scale=loss_scale)
-    trainer.generator.eval()  # per-sample generator: fakes do not depend on the batch split
-    trainer.train_step()
-    critic = {k: v.numpy() for k, v in trainer.discriminator.state_dict().items()}
+    nets.generator.eval()  # per-sample generator: fakes do not depend on the batch split
+    nets.step([paddle.to_tensor(real_all[rows])])
+    critic = {k: v.numpy() for k, v in nets.discriminator.state_dict().items()}
     # the critic step's gradients are still held (the G step does not touch the critic's);
     # Adam's first update is nearly scale-free, so gradients are what shows averaging
-    critic.update({f"grad.{name}": p.grad.numpy() for name, p in trainer.discriminator.named_parameters()
+    critic.update({f"grad.{name}": p.grad.numpy() for name, p in nets.discriminator.named_parameters()
                    if p.grad is not None})
     np.savez(os.path.join(out, f"critic_world{trainer.world_size}_rank{trainer.rank}.npz"), **critic)
 

@@ -1,4 +1,5 @@
 """Evaluator and ``python -m paddle_gan_kit.evaluate`` on a tiny MNIST run, with the classifier."""
+import importlib
 import json
 import os
 import random
@@ -8,9 +9,9 @@ import paddle
 import pytest
 
 import paddle_gan_kit
-from paddle_gan_kit import snapshot
-from paddle_gan_kit.evaluate import Evaluator, polynomial_kernel, choose_extractor, evaluate_run, kid_from_kernels, main
-from paddle_gan_kit.metrics import MetricsError, kid
+from paddle_gan_kit import rng
+from paddle_gan_kit.evaluate import evaluate_run, main
+from paddle_gan_kit.metrics import Evaluator, MetricsError, choose_extractor, kid, polynomial_kernel
 from paddle_gan_kit.metrics.inception import WEIGHTS_ENV
 from conftest import run_cli, tiny_config
 
@@ -76,9 +77,9 @@ def test_evaluator_leaves_global_rngs_and_the_generator_mode_alone(mnist, mnist_
     images, labels = mnist
     generator, cfg = paddle_gan_kit.load_generator(mnist_run)
     paddle.seed(11), np.random.seed(11), random.seed(11)
-    states = snapshot.rng_states()
+    states = rng.rng_states()
     expected = (paddle.rand([4]).numpy(), np.random.rand(4), random.random())
-    snapshot.set_rng_states(states)
+    rng.set_rng_states(states)
 
     numpy_state, python_state = np.random.get_state(), random.getstate()
     generator.train()
@@ -98,12 +99,13 @@ def test_evaluator_leaves_global_rngs_and_the_generator_mode_alone(mnist, mnist_
 
 
 @pytest.mark.parametrize("n_a, n_b, subset_size", [(300, 200, 100), (200, 200, 1000), (150, 120, 1000)])
-def test_kid_from_cached_kernels_is_metrics_kid(n_a, n_b, subset_size):
-    rng = np.random.default_rng(0)
-    a, b = rng.normal(size=(n_a, 16)), rng.normal(0.3, 1.0, size=(n_b, 16))
+def test_kid_from_a_cached_real_kernel_is_the_same_number(n_a, n_b, subset_size, monkeypatch):
+    generator = np.random.default_rng(0)
+    a, b = generator.normal(size=(n_a, 16)), generator.normal(0.3, 1.0, size=(n_b, 16))
+    got = kid(a, b, n_subsets=20, subset_size=subset_size, seed=3, kernel_aa=polynomial_kernel(a, a))
+    kid_module = importlib.import_module("paddle_gan_kit.metrics.kid")  # the module, not the function
+    monkeypatch.setattr(kid_module, "FULL_KERNEL_MAX", 10)  # subset by subset, from the features
     expected = kid(a, b, n_subsets=20, subset_size=subset_size, seed=3)
-    got = kid_from_kernels(polynomial_kernel(a, a), polynomial_kernel(b, b), polynomial_kernel(a, b),
-                           n_subsets=20, subset_size=subset_size, seed=3)
     np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-12)
 
 
@@ -133,7 +135,7 @@ def test_cli_prints_and_saves_json_with_counts_resizer_and_extractor(mnist_run, 
         saved = json.load(f)
     assert saved == printed
     assert (saved["n_real"], saved["n_fake"], saved["extractor"]) == (300, 300, "classifier")
-    assert saved["resizer"] == "none (28x28 native)" and saved["snapshot"] == "step_00000004.pdckpt"
+    assert saved["resizer"] == "none (28x28 native)" and saved["snapshot"] == "step_00000004.safetensors"
     assert saved["real_data"].startswith("builtin:mnist") and saved["extractor_info"]["holdout_accuracy"] > 0.9
     assert {"fid", "kid_mean", "kid_std", "coverage_classes", "coverage_evenness"} <= set(saved)
     fid_line = next(line for line in result.stderr.splitlines() if line.startswith("fid "))

@@ -8,8 +8,7 @@ import paddle
 import paddle_gan_kit
 from paddle_gan_kit.export import export_generator
 
-from conftest import run_cli
-from test_train import assert_one_line_error
+from conftest import assert_one_line_error, run_cli
 
 
 def test_exported_generator_reproduces_the_run(tmp_path, tiny_run):

@@ -16,8 +16,8 @@ from paddle_gan_kit.config import TrainConfig
 from paddle_gan_kit.interpolate import (encode_gif, gif_frame_ms, interpolate, parse_grid, save_frames,
                                         show_gif, walk_frames, walk_latents)
 from paddle_gan_kit.latent import generate_images, latent_for_seed, latent_walk, latents_for_seeds, lerp, slerp
-from paddle_gan_kit.models import MODELS
-from paddle_gan_kit.monitor import to_uint8_images
+from paddle_gan_kit.models import build_generator
+from paddle_gan_kit.images import to_uint8_images
 from conftest import run_cli
 
 
@@ -25,7 +25,7 @@ def fresh_generator(z_dist="normal", size=16, channels=3, z_dim=16):
     """An untrained, seeded generator and its config: random weights give busy, varied images."""
     cfg = TrainConfig(size=size, channels=channels, z_dim=z_dim, g_channels=8, z_dist=z_dist).resolve()
     paddle.seed(3)
-    generator = MODELS["dcgan"].build_generator(cfg)
+    generator = build_generator(cfg)
     generator.eval()
     return generator, cfg
 

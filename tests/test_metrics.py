@@ -1,5 +1,5 @@
 """Metrics: FD and KID against plain reference implementations, the two feature extractors,
-and compute_metrics as the evaluate CLI uses it."""
+and the Evaluator as the evaluate CLI and training use it."""
 import gzip
 import importlib.util
 import os
@@ -8,7 +8,7 @@ import numpy as np
 import paddle
 import pytest
 
-from paddle_gan_kit.metrics import (EXTRACTORS, MetricsError, class_coverage, compute_metrics,
+from paddle_gan_kit.metrics import (EXTRACTORS, Evaluator, MetricsError, class_coverage,
                                     feature_stats, frechet_distance, frechet_distance_from_stats,
                                     get_extractor, kid)
 from paddle_gan_kit.metrics.inception import FIDInceptionV3, InceptionFeatures, file_sha256
@@ -240,17 +240,21 @@ def test_classifier_features_tell_real_from_noise(digits):
     assert fd_noise > 50 * fd_real
 
 
-def test_compute_metrics_reports_numbers_with_what_they_depend_on(digits):
-    images, _, extractor, _, _ = digits
+def test_evaluator_scores_images_with_what_the_numbers_depend_on(digits):
+    images, labels, extractor, _, _ = digits
     order = np.random.default_rng(2).permutation(len(images))  # the file is sorted by label
-    result = compute_metrics(images[order[:1000]], images[order[1000:1600]], extractor,
-                             metrics=("fid", "kid", "coverage"), kid_subsets=5)
+    evaluator = Evaluator(images[order[:1000]], labels[order[:1000]], extractor=extractor, n=1000,
+                          metrics=("fid", "kid", "coverage"))
+    result = evaluator.score(images[order[1000:1600]])
     assert result["n_real"] == 1000 and result["n_fake"] == 600
-    assert result["extractor"] == "classifier" and result["feature_dim"] == 128
+    assert result["extractor"] == "classifier" and evaluator.extractor.dim == 128
     assert result["resizer"] == "none (28x28 native)"
-    assert result["kid_subset_size"] == 600 and result["fid"] >= -1e-6
-    assert result["coverage"]["classes_present"] == 10
-    assert result["extractor_info"]["holdout_accuracy"] > 0.9
+    assert result["fid"] >= -1e-6 and np.isfinite(result["kid_mean"])
+    assert result["coverage_classes"] == 10 and result["coverage_evenness"] > 0.9
+    assert evaluator.extractor.info["holdout_accuracy"] > 0.9
+    # real digits against real digits score far better than noise
+    noise = evaluator.score(np.random.default_rng(1).integers(0, 256, (600, 28, 28, 1), dtype=np.uint8))
+    assert noise["fid"] > 50 * max(result["fid"], 1e-3) and noise["kid_mean"] > 10 * result["kid_mean"]
 
 
 def test_user_mistakes_are_metrics_errors(digits):
@@ -258,9 +262,11 @@ def test_user_mistakes_are_metrics_errors(digits):
     with pytest.raises(MetricsError, match="unknown feature extractor"):
         get_extractor("vgg")
     with pytest.raises(MetricsError, match="unknown metric"):
-        compute_metrics(images[:10], images[10:20], extractor, metrics=("is",))
+        Evaluator(images[:10], None, extractor=extractor, n=10, metrics=("is",))
     with pytest.raises(MetricsError, match="uint8"):
-        compute_metrics(images[:10].astype(np.float32), images[10:20], extractor)
+        Evaluator(images[:10].astype(np.float32), None, extractor=extractor, n=10)
+    with pytest.raises(MetricsError, match="uint8"):
+        extractor(images[:10].astype(np.float32))
     with pytest.raises(MetricsError, match="channels"):
         extractor(np.repeat(images[:4], 3, axis=-1))
 

@@ -7,7 +7,7 @@ import paddle_gan_kit  # noqa: F401
 from paddle_gan_kit import losses
 from paddle_gan_kit.config import TrainConfig
 from paddle_gan_kit.errors import GanKitError
-from paddle_gan_kit.models import MODELS, init_weights
+from paddle_gan_kit.models import build_discriminator, build_generator, init_weights
 from paddle_gan_kit.models.dcgan import Discriminator, Generator
 
 
@@ -17,8 +17,7 @@ from paddle_gan_kit.models.dcgan import Discriminator, Generator
 def test_shapes_every_size_and_channel_count(size, channels, model):
     cfg = TrainConfig(model=model, size=size, channels=channels, z_dim=8,
                       g_channels=4, d_channels=4, max_channels=16).resolve()
-    spec = MODELS[model]
-    generator, critic = spec.build_generator(cfg), spec.build_discriminator(cfg)
+    generator, critic = build_generator(cfg), build_discriminator(cfg)
     images = generator(paddle.randn([2, 8]))
     assert images.shape == [2, channels, size, size]
     values = images.numpy()
@@ -34,7 +33,7 @@ def test_dcgan_64_matches_the_paper_layout():
     d = Discriminator(64, 3, 64, 512, "batch")
     norms = [m for m in d.sublayers() if isinstance(m, paddle.nn.BatchNorm2D)]
     assert len(norms) == 3  # after every conv but the first and the last
-    critic = MODELS["wgan_gp"].build_discriminator(TrainConfig(model="wgan_gp", channels=3).resolve())
+    critic = build_discriminator(TrainConfig(model="wgan_gp", channels=3).resolve())
     assert not any(isinstance(m, paddle.nn.BatchNorm2D) for m in critic.sublayers())
 
 

@@ -151,7 +151,7 @@ def test_notebooks_run_top_to_bottom(tmp_path):
     nb = execute("02_train_dcgan.ipynb", tmp_path, PGK_STEPS=2, **common)
     dcgan = work / "runs" / "dcgan_16"
     assert str(work / "prepared") in _text(nb) and "vdl" in _text(nb)
-    assert [p.name for p in (dcgan / "snapshots").glob("step_*")] == ["step_00000002.pdckpt"]
+    assert [p.name for p in (dcgan / "snapshots").glob("step_*")] == ["step_00000002.safetensors"]
     assert sorted(p.name for p in (dcgan / "samples").glob("*.png")) == ["step_00000000.png", "step_00000002.png"]
     assert (dcgan / "losses.png").is_file() and any((dcgan / "vdl").iterdir())
 
@@ -161,7 +161,7 @@ def test_notebooks_run_top_to_bottom(tmp_path):
     wgan = work / "runs" / "wgan_gp_16"
     text = _text(nb)
     assert "resumed" in (wgan / "train.log").read_text() and "'DCGAN'" in text
-    assert [p.name for p in (wgan / "snapshots").glob("step_*")] == ["step_00000002.pdckpt", "step_00000003.pdckpt"]
+    assert [p.name for p in (wgan / "snapshots").glob("step_*")] == ["step_00000002.safetensors", "step_00000003.safetensors"]
     assert (wgan / "losses.png").is_file() and "TRAIN_256 = False" in text
     for run in (dcgan, wgan):
         assert list((run / "eval").glob("step_*.classifier.n16.json")), f"no FID/KID result in {run}"

@@ -11,8 +11,8 @@ import paddle_gan_kit
 from paddle_gan_kit import GanKitError
 from paddle_gan_kit.config import TrainConfig
 from paddle_gan_kit.latent import latent_for_seed
-from paddle_gan_kit.models import MODELS
-from paddle_gan_kit.monitor import to_uint8_images
+from paddle_gan_kit.models import build_generator
+from paddle_gan_kit.images import to_uint8_images
 from paddle_gan_kit.sample import labelled_grid, sample, sample_images, save_samples
 from conftest import run_cli
 
@@ -62,7 +62,7 @@ def test_save_samples_names_files_by_seed(tmp_path):
 def test_uniform_prior_samples():
     cfg = TrainConfig(size=16, channels=3, z_dim=16, g_channels=8, z_dist="uniform").resolve()
     paddle.seed(1)
-    generator = MODELS["dcgan"].build_generator(cfg)
+    generator = build_generator(cfg)
     z = latent_for_seed(4, 16, "uniform")
     assert z.min() >= -1 and z.max() <= 1
     images, _ = sample_images((generator, cfg), n=1, seed=4)

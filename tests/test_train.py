@@ -13,35 +13,8 @@ import yaml
 
 import paddle_gan_kit
 from paddle_gan_kit import snapshot
-from conftest import REPO, TINY, run_cli, tiny_config
-
-TINY_FLAGS = ["--size", "16", "--batch-size", "8", "--set", "g_channels=8", "--set", "d_channels=8",
-              "--set", "z_dim=16", "--set", "n_samples=16", "--no-progress"]
-
-
-def vdl_records(run_dir):
-    """{tag: [(step, value)]} for scalars and {tag: count} for images, read with VisualDL's reader."""
-    from visualdl import LogReader
-
-    scalars, images = {}, {}
-    for path in sorted(glob.glob(os.path.join(run_dir, "vdl", "vdlrecords.*"))):
-        reader = LogReader(file_path=path)
-        tags = reader.get_tags()
-        for tag in tags.get("scalar", []):
-            scalars.setdefault(tag, []).extend((r.id, r.value) for r in reader.get_data("scalar", tag))
-        for tag in tags.get("image", []):
-            images[tag] = images.get(tag, 0) + len(reader.get_data("image", tag))
-    return scalars, images
-
-
-def assert_one_line_error(result, *fragments):
-    assert result.returncode == 2, result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: ") and "Traceback" not in result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-
+from paddle_gan_kit.images import make_grid, to_uint8_images
+from conftest import REPO, TINY, TINY_FLAGS, assert_one_line_error, params_of, run_cli, tiny_config, vdl_records
 
 @pytest.mark.slow
 @pytest.mark.parametrize("model,scalars", [
@@ -75,11 +48,6 @@ def test_cli_run_writes_every_output(tmp_path, tiny_npy, model, scalars):
     assert images["samples"] == 3
     lr = dict(tags["lr/lr_g"])[4]
     assert lr == pytest.approx(2e-4 if model == "dcgan" else 1e-4)
-
-
-def params_of(run_dir, step):
-    payload = snapshot.read_snapshot(os.path.join(run_dir, "snapshots", snapshot.snapshot_name(step)))
-    return payload
 
 
 @pytest.mark.slow
@@ -128,10 +96,8 @@ def test_load_generator_from_run_and_file(tiny_run):
     z = paddle.randn([2, cfg.z_dim])
     assert np.array_equal(generator(z).numpy(), generator2(z).numpy())
     # the last sample grid is G(fixed_noise) in eval mode
-    from paddle_gan_kit import monitor
-
     noise = params_of(tiny_run, 4)["fixed_noise"]
-    grid = monitor.make_grid(monitor.to_uint8_images(generator(paddle.to_tensor(noise))))
+    grid = make_grid(to_uint8_images(generator(paddle.to_tensor(noise))))
     saved = cv2.imread(os.path.join(tiny_run, "samples", "step_00000004.png"))[..., ::-1]
     assert np.array_equal(grid, saved)
     with pytest.raises(paddle_gan_kit.GanKitError, match="no snapshot 7"):
@@ -204,7 +170,7 @@ def test_corrupt_newest_snapshot_falls_back(tmp_path, tiny_npy):
     newest.write_bytes(newest.read_bytes()[:1000])  # truncated, as a full disk would leave it
     result = run_cli("paddle_gan_kit.train", "--out", out, "--resume", "--steps", 5, "--no-progress")
     assert result.returncode == 0, result.stderr
-    assert "step_00000004.pdckpt is corrupt or incomplete; resuming from the previous" in result.stderr
+    assert "step_00000004.safetensors is corrupt or incomplete; resuming from the previous" in result.stderr
     assert "(step 2)" in result.stderr
 
 
@@ -216,7 +182,7 @@ def test_resumed_visualdl_history_has_each_step_once(tmp_path, tiny_npy, keep_sn
     out = tmp_path / "run"
     paddle_gan_kit.train(tiny_config(out, "dcgan", tiny_npy, steps=4, log_every=1, sample_every=2,
                                      snapshot_every=2), progress=False)
-    for path in sorted((out / "snapshots").glob("*.pdckpt"))[0 if not keep_snapshot else 1:]:
+    for path in sorted((out / "snapshots").glob("step_*"))[0 if not keep_snapshot else 1:]:
         path.unlink()  # as if killed right after the step-2 snapshot (or before the first one)
     paddle_gan_kit.train(tiny_config(out, "dcgan", tiny_npy, steps=6, log_every=1, sample_every=2,
                                      snapshot_every=2), resume=True, progress=False)
@@ -256,7 +222,8 @@ def test_resume_refuses_changed_hyperparameters(tiny_run):
     (["--model", "stylegan"], ["unknown model 'stylegan'", "dcgan, wgan_gp"]),
     (["--device", "gpu"], ["--device gpu", "--device cpu"]),
     (["--device", "tpu"], ["'device' is 'tpu'", "auto, gpu, cpu"]),
-    (["--set", "critic_norm=batch"], ["critic_norm", "layer, instance, none"]),
+    (["--set", "d_norm=group"], ["'d_norm' is 'group'", "batch, layer, instance, none"]),
+    (["--set", "critic_norm=none"], ["'critic_norm' is now called 'd_norm'", "--set d_norm="]),
     (["--config", "/no/such.yaml"], ["config file /no/such.yaml does not exist"]),
 ])
 def test_bad_input_is_one_line_exit_2(tmp_path, tiny_npy, args, fragments):

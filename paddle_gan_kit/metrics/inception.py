@@ -17,7 +17,7 @@ import numpy as np
 import paddle
 from paddle import nn
 
-from paddle_gan_kit.data import cache_dir
+from data_prep.files import atomic_path, cache_dir
 from .errors import MetricsError
 from .resize import RESIZER, check_images, describe_resize, resize_images
 
@@ -224,22 +224,21 @@ def _download_weights(expected_sha256):
         # weights are unpickled code-bearing files: never fetch one that cannot be checked
         raise MetricsError(f"--download needs the sha256 of {INCEPTION_WEIGHTS_URL} and none is pinned "
                            "in this version; download the file yourself, check it, and pass --weights PATH")
-    path = os.path.join(cache_dir(), os.path.basename(INCEPTION_WEIGHTS_URL))
-    if os.path.isfile(path):
-        return path
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    partial = path + ".part"
-    try:
-        urllib.request.urlretrieve(INCEPTION_WEIGHTS_URL, partial)
-    except OSError as exc:
-        raise MetricsError(f"could not download {INCEPTION_WEIGHTS_URL} ({exc}); "
-                           f"download it elsewhere and pass --weights PATH") from None
-    if expected_sha256 and file_sha256(partial) != expected_sha256.lower():
-        os.remove(partial)
-        raise MetricsError(f"downloaded {INCEPTION_WEIGHTS_URL} does not have sha256 {expected_sha256}; "
-                           "refusing it (retry, or check the URL)")
-    os.replace(partial, path)  # only a complete, checked file ever appears under the final name
-    return path
+    path = cache_dir() / os.path.basename(INCEPTION_WEIGHTS_URL)
+    if path.is_file():
+        return str(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # only a complete, checked file ever appears under the final name
+    with atomic_path(path) as partial:
+        try:
+            urllib.request.urlretrieve(INCEPTION_WEIGHTS_URL, partial)
+        except OSError as exc:
+            raise MetricsError(f"could not download {INCEPTION_WEIGHTS_URL} ({exc}); "
+                               f"download it elsewhere and pass --weights PATH") from None
+        if expected_sha256 and file_sha256(partial) != expected_sha256.lower():
+            raise MetricsError(f"downloaded {INCEPTION_WEIGHTS_URL} does not have sha256 {expected_sha256}; "
+                               "refusing it (retry, or check the URL)")
+    return str(path)
 
 
 def _canonical_key(key):

@@ -1,58 +1,43 @@
-"""The model registry: ``MODELS[name]`` leads straight to what builds a model, its losses and defaults."""
+"""The nets, built from a resolved ``TrainConfig``: ``build_generator(cfg)`` and
+``build_discriminator(cfg)`` (the DCGAN discriminator or the WGAN-GP critic, by ``cfg.d_norm``)."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Callable
+import numpy as np
 
+from paddle_gan_kit.errors import GanKitError
 from paddle_gan_kit.models.dcgan import Discriminator, Generator
 from paddle_gan_kit.models.init import count_parameters, init_weights
 
 
-@dataclass(frozen=True)
-class ModelSpec:
-    """How to build one GAN family and train it."""
-
-    build_generator: Callable  # (cfg) -> Generator
-    build_discriminator: Callable  # (cfg) -> Discriminator or critic
-    loss: str  # "nonsaturating" (DCGAN) or "wasserstein_gp" (WGAN-GP)
-    defaults: dict = field(default_factory=dict)  # values for the config's None fields
-    description: str = ""
-
-
 def build_generator(cfg) -> Generator:
-    """The DCGAN generator for ``cfg`` (size, channels, z_dim, widths), initialised."""
+    """The generator for ``cfg`` (size, channels, z_dim, widths), initialised."""
     return init_weights(Generator(cfg.size, cfg.channels, cfg.z_dim, cfg.g_channels, cfg.max_channels))
 
 
-def build_dcgan_discriminator(cfg) -> Discriminator:
-    """The DCGAN discriminator (BatchNorm after every conv but the first), initialised."""
-    return init_weights(Discriminator(cfg.size, cfg.channels, cfg.d_channels, cfg.max_channels, "batch"))
+def build_discriminator(cfg) -> Discriminator:
+    """The discriminator/critic for ``cfg``: the DCGAN layout with ``cfg.d_norm`` after every
+    inner conv (BatchNorm for DCGAN; layer, instance or no norm for a WGAN-GP critic)."""
+    return init_weights(Discriminator(cfg.size, cfg.channels, cfg.d_channels, cfg.max_channels, cfg.d_norm))
 
 
-def build_critic(cfg) -> Discriminator:
-    """The WGAN-GP critic: DCGAN layout with ``cfg.critic_norm`` instead of BatchNorm."""
-    return init_weights(
-        Discriminator(cfg.size, cfg.channels, cfg.d_channels, cfg.max_channels, cfg.critic_norm)
-    )
+def state_arrays(model) -> dict:
+    """``model.state_dict()`` as numpy arrays (what snapshots store)."""
+    return {k: v.numpy() for k, v in model.state_dict().items()}
 
 
-MODELS: dict[str, ModelSpec] = {
-    "dcgan": ModelSpec(
-        build_generator=build_generator,
-        build_discriminator=build_dcgan_discriminator,
-        loss="nonsaturating",
-        # Adam(2e-4, beta1 0.5) from Radford et al. 2015, section 4
-        defaults={"lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.5, "beta2": 0.999, "n_critic": 1},
-        description="DCGAN, non-saturating loss on logits",
-    ),
-    "wgan_gp": ModelSpec(
-        build_generator=build_generator,
-        build_discriminator=build_critic,
-        loss="wasserstein_gp",
-        # Adam(1e-4, betas 0, 0.9), n_critic 5: Gulrajani et al. 2017, Algorithm 1
-        defaults={"lr_g": 1e-4, "lr_d": 1e-4, "beta1": 0.0, "beta2": 0.9, "n_critic": 5},
-        description="WGAN-GP, Wasserstein loss with gradient penalty on interpolates",
-    ),
-}
+def load_weights(model, state: dict, origin: str) -> None:
+    """Set every parameter and buffer of ``model`` from ``state`` (name -> array); a
+    ``GanKitError`` naming ``origin`` when a name is missing or a shape differs."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    wrong = [k for k in own if k in state and tuple(np.shape(state[k])) != tuple(own[k].shape)]
+    if missing or wrong:
+        what = (f"lacks {missing[0]}" if missing else
+                f"has {wrong[0]} of shape {list(np.shape(state[wrong[0]]))}, the model {list(own[wrong[0]].shape)}")
+        raise GanKitError(f"{origin} does not fit the model its config describes ({what}); "
+                          "it is damaged or was edited: use another snapshot")
+    model.set_state_dict({k: np.asarray(state[k]) for k in own})
 
-__all__ = ["MODELS", "ModelSpec", "Generator", "Discriminator", "init_weights", "count_parameters"]
+
+__all__ = ["Discriminator", "Generator", "build_discriminator", "build_generator", "count_parameters",
+           "init_weights", "load_weights", "state_arrays"]

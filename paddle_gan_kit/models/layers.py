@@ -1,9 +1,8 @@
 """Layers that avoid Paddle's slow broadcasting on the CPU, and a double-backward-capable norm.
 
-Paddle 3.3's CPU elementwise kernels are fast when the smaller operand broadcasts along the
-leading or trailing axes, but slow when a (1, C, 1, 1) tensor is broadcast into (N, C, H, W)
-(measured here at (64, 128, 16, 16): add 25 ms forward and 63 ms forward+backward, against
-7 ms and 15 ms through a (N, C, H*W) view plus a (C, 1) bias). ``nn.Conv2D`` and
+Paddle's CPU elementwise kernels are fast when the smaller operand broadcasts along the leading
+or trailing axes, but several times slower when a (1, C, 1, 1) tensor is broadcast into
+(N, C, H, W) (the README's "Speed" section has the numbers). ``nn.Conv2D`` and
 ``nn.Conv2DTranspose`` add their bias that slow way, so the models use the subclasses below,
 which keep the same parameters (names, shapes, initialisation) and add the bias through the view.
 """

@@ -1,0 +1,157 @@
+"""The ``Evaluator``: scores generators against one fixed set of real images, the same way
+every time. The ``evaluate`` CLI and the training loop both use it.
+
+Real features (and the real KID kernel) are computed once; every call generates ``n`` images
+from the same private latents, so the numbers of different snapshots and steps are comparable.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from paddle_gan_kit.images import match_channels
+from paddle_gan_kit.latent import draw_latents, generate_images
+from paddle_gan_kit.rng import global_rngs_untouched
+from .classifier import class_coverage
+from .errors import MetricsError
+from .frechet import feature_stats, frechet_distance_from_stats
+from .kid import FULL_KERNEL_MAX, kid, polynomial_kernel
+from .registry import METRICS, get_extractor
+
+EXTRACTOR_CHOICES = ("auto", "inception", "classifier")
+# KID over 100 subsets of at most 1000 images each, as clean-fid and torch-fidelity report it.
+KID_SUBSETS = 100
+KID_SUBSET_SIZE = 1000
+
+
+def choose_extractor(extractor: str, images: np.ndarray, labels) -> str:
+    """``auto`` -> "classifier" for labelled grayscale images (digits), else "inception"."""
+    if extractor not in EXTRACTOR_CHOICES:
+        raise MetricsError(f"unknown extractor {extractor!r}; choose one of {', '.join(EXTRACTOR_CHOICES)}")
+    if extractor == "auto":
+        return "classifier" if labels is not None and images.shape[-1] == 1 else "inception"
+    if extractor == "classifier" and labels is None:
+        raise MetricsError("the classifier extractor trains on labelled real images and these have no labels; "
+                           "use --extractor inception, or real data with classes (builtin:mnist, class folders)")
+    return extractor
+
+
+def parse_metrics(metrics) -> tuple[str, ...]:
+    """"fid,kid" or ("fid", "kid") -> a checked tuple of metric names."""
+    names = [m.strip().lower() for m in (metrics.split(",") if isinstance(metrics, str) else metrics)]
+    names = [m for m in names if m]
+    unknown = [m for m in names if m not in METRICS]
+    if not names or unknown:
+        raise MetricsError(f"unknown metric(s) {', '.join(unknown) or '(none given)'}; "
+                           f"choose from {','.join(METRICS)} (e.g. --metrics fid,kid)")
+    return tuple(dict.fromkeys(names))
+
+
+class Evaluator:
+    """Scores a generator against a fixed set of real images; lower ``primary`` is better.
+
+    ``real_images``: uint8 (N, H, W, C), C = 1 or 3; ``labels``: (N,) ints or None.
+    ``extractor``: "auto" (the classifier for labelled grayscale images, else Inception),
+    "inception" (needs ``weights``, env PADDLE_GAN_KIT_INCEPTION_WEIGHTS or ``download=True``),
+    "classifier" (trained once on all labelled real images, then cached), or an extractor
+    object already built (``metrics.get_extractor``). Real features come from a subset of
+    min(n, N) images drawn with ``seed``; each call generates ``n`` images from latents drawn
+    with a private ``np.random.default_rng(seed)`` (the same every call) in batches of
+    ``batch_size``. ``metrics``: any of "fid", "kid", "coverage" (default: fid and kid, plus
+    coverage with the classifier). No global RNG state is consumed or changed.
+    """
+
+    primary = "fid"
+
+    def __init__(self, real_images: np.ndarray, labels: np.ndarray | None = None, extractor="auto",
+                 n: int = 1000, weights: str | None = None, seed: int = 0, batch_size: int = 64, *,
+                 metrics=None, download: bool = False):
+        real_images = np.asarray(real_images)
+        if real_images.dtype != np.uint8 or real_images.ndim != 4 or real_images.shape[-1] not in (1, 3):
+            raise MetricsError(f"real images must be uint8 (N, H, W, C) with C = 1 or 3, got {real_images.dtype} "
+                               f"{real_images.shape}")
+        if int(n) < 2:
+            raise MetricsError(f"n must be >= 2 (a covariance needs two samples), got {n}")
+        if real_images.shape[0] < 2:
+            raise MetricsError(f"need at least 2 real images, got {real_images.shape[0]}")
+        if int(batch_size) < 1:
+            raise MetricsError(f"batch_size must be >= 1, got {batch_size}")
+        built = None if isinstance(extractor, str) else extractor
+        self.extractor_name = built.name if built is not None else choose_extractor(extractor, real_images, labels)
+        if metrics is None:
+            metrics = ("fid", "kid", "coverage") if self.extractor_name == "classifier" else ("fid", "kid")
+        self.metrics = parse_metrics(metrics)
+        if "coverage" in self.metrics and self.extractor_name != "classifier":
+            raise MetricsError("--metrics coverage needs the classifier extractor (labelled grayscale real data); "
+                               "drop coverage or pass --extractor classifier")
+        self.n, self.seed, self.batch_size = int(n), int(seed), int(batch_size)
+        self.channels = int(real_images.shape[-1])
+
+        with global_rngs_untouched():
+            if built is not None:
+                self.extractor = built
+            elif self.extractor_name == "classifier":
+                size = real_images.shape[1]
+                # native size when the small CNN takes it (28, 32), else digits shrunk to 32
+                input_size = size if size % 4 == 0 and size <= 32 and size == real_images.shape[2] else 32
+                self.extractor = get_extractor("classifier", images=real_images, labels=np.asarray(labels),
+                                               input_size=input_size)
+            else:
+                self.extractor = get_extractor("inception", weights=weights, download=download)
+            n_real = min(self.n, real_images.shape[0])
+            subset = np.sort(np.random.default_rng([self.seed, 1]).permutation(real_images.shape[0])[:n_real])
+            real = np.asarray(real_images[subset])
+            self._real_shape = real.shape
+            self._real_feats = self.extractor(real)
+            self._real_stats = feature_stats(self._real_feats)
+            self._real_kernel = (polynomial_kernel(self._real_feats, self._real_feats)
+                                 if "kid" in self.metrics and n_real <= FULL_KERNEL_MAX else None)
+        self.n_real = int(n_real)
+
+    def describe(self) -> str:
+        """One line: extractor (and what fixes it), resizer, n_real, n_fake."""
+        info = getattr(self.extractor, "info", {})
+        if self.extractor_name == "classifier":
+            detail = (f"{info.get('input_size')}px CNN, held-out accuracy {info.get('holdout_accuracy', float('nan')):.3f}"
+                      f" on {info.get('n_holdout')} images")
+        else:
+            detail = f"weights sha256 {str(info.get('weights_sha256'))[:12]}"
+        return (f"extractor {self.extractor_name} ({detail}); resizer {self.extractor.describe_resize(self._real_shape)}; "
+                f"n_real {self.n_real}, n_fake {self.n}")
+
+    def latents(self, z_dim: int, z_dist: str) -> np.ndarray:
+        """The evaluation latents (n, z_dim) float32: the same for every call with the same prior."""
+        return draw_latents(np.random.default_rng(self.seed), self.n, z_dim, z_dist)
+
+    def generate(self, generator, z_dim: int, z_dist: str) -> np.ndarray:
+        """n images uint8 (n, H, W, C) from ``generator`` in eval mode; its mode is restored."""
+        images = generate_images(generator, self.latents(z_dim, z_dist), self.batch_size)
+        return match_channels(images, self.channels)
+
+    def __call__(self, generator, z_dim: int, z_dist: str) -> dict:
+        """Score ``generator`` (see :meth:`score`)."""
+        with global_rngs_untouched():
+            return self.score(self.generate(generator, z_dim, z_dist))
+
+    def score(self, fake: np.ndarray) -> dict:
+        """Score generated images uint8 (M, H, W, C): fid, kid_mean, kid_std, coverage_classes,
+        coverage_evenness as asked, plus n_real, n_fake, extractor and resizer."""
+        fake = match_channels(np.asarray(fake), self.channels)
+        result = {}
+        if "fid" in self.metrics or "kid" in self.metrics:
+            feats = self.extractor(fake)
+            if "fid" in self.metrics:
+                result["fid"] = float(frechet_distance_from_stats(*self._real_stats, *feature_stats(feats)))
+            if "kid" in self.metrics:
+                result["kid_mean"], result["kid_std"] = kid(self._real_feats, feats, KID_SUBSETS, KID_SUBSET_SIZE,
+                                                            seed=self.seed, kernel_aa=self._real_kernel)
+        if "coverage" in self.metrics:
+            coverage = class_coverage(self.extractor.predict(fake), self.extractor.n_classes)
+            result["coverage_classes"] = float(coverage["classes_present"])
+            result["coverage_evenness"] = float(coverage["evenness"]) + 0.0  # no -0.0
+        resize_real = self.extractor.describe_resize(self._real_shape)
+        resize_fake = self.extractor.describe_resize(fake.shape)
+        result.update(
+            n_real=self.n_real, n_fake=int(fake.shape[0]), extractor=self.extractor_name,
+            resizer=resize_real if resize_real == resize_fake else f"real: {resize_real}; fake: {resize_fake}",
+        )
+        return result

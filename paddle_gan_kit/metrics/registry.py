@@ -1,0 +1,20 @@
+"""The one registry of feature extractors: name -> class, and the metric names."""
+from .classifier import ClassifierFeatures
+from .errors import MetricsError
+from .inception import InceptionFeatures
+
+# Keyword arguments of get_extractor go to the class: InceptionFeatures(weights=...,
+# expected_sha256=..., download=...), ClassifierFeatures(images, labels, input_size=28, ...).
+EXTRACTORS = {
+    "inception": InceptionFeatures,
+    "classifier": ClassifierFeatures,
+}
+
+METRICS = ("fid", "kid", "coverage")
+
+
+def get_extractor(name, **kwargs):
+    """Build the feature extractor registered as ``name`` in :data:`EXTRACTORS`."""
+    if name not in EXTRACTORS:
+        raise MetricsError(f"unknown feature extractor {name!r}; choose one of {sorted(EXTRACTORS)}")
+    return EXTRACTORS[name](**kwargs)

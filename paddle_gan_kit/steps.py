@@ -1,0 +1,241 @@
+"""The training step: nets, optimizers, loss scalers, autocast and the EMA generator, and what
+one generator update does with them.
+
+One class serves every objective, because DCGAN and WGAN-GP differ only in parts it composes:
+the loss (``losses.LOSSES[cfg.loss]``), the penalties on D (``losses.REGULARISERS`` with a
+weight above zero) and the number of D updates per G update. A new loss or penalty is a function
+and a registry entry in ``losses.py``; the step and the training loop stay as they are.
+"""
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import paddle
+
+from paddle_gan_kit import losses
+from paddle_gan_kit.errors import GanKitError
+from paddle_gan_kit.latent import prior_tensor
+from paddle_gan_kit.models import build_discriminator, build_generator, load_weights, state_arrays
+
+
+# --- optimizer state, made independent of Paddle's global parameter names --------------------
+# Paddle keys optimizer state by parameter names such as "conv2d_3.w_0", which depend on how
+# many layers the process built before; a snapshot keyed that way would silently fail to
+# restore in a process that builds the models in another order. Keys are stored by the
+# parameter's structural name in its model instead.
+
+def portable_optimizer_state(state: dict, model: paddle.nn.Layer) -> dict:
+    """Optimizer ``state_dict`` with parameter names replaced by structural names."""
+    names = sorted(((p.name, key) for key, p in model.named_parameters()), key=lambda t: -len(t[0]))
+    out = {}
+    for key, value in state.items():
+        new_key = key
+        for pname, skey in names:
+            if key.startswith(pname + "_"):
+                new_key = "@" + skey + "@" + key[len(pname):]
+                break
+        out[new_key] = _to_numpy(value)
+    return out
+
+
+def restore_optimizer_state(state: dict, model: paddle.nn.Layer) -> dict:
+    """Inverse of ``portable_optimizer_state`` for this process's parameter names."""
+    by_struct = {key: p.name for key, p in model.named_parameters()}
+    out = {}
+    for key, value in state.items():
+        if key.startswith("@"):
+            skey, rest = key[1:].split("@", 1)
+            if skey not in by_struct:
+                raise GanKitError(f"the snapshot's optimizer state names parameter '{skey}', which the model "
+                                  "lacks; use a snapshot of this run")
+            key = by_struct[skey] + rest
+        out[key] = paddle.to_tensor(value) if isinstance(value, np.ndarray) else value
+    return out
+
+
+def _to_numpy(value):
+    if isinstance(value, paddle.Tensor):
+        return value.numpy()
+    if isinstance(value, dict):
+        return {k: _to_numpy(v) for k, v in value.items()}
+    return value
+
+
+class AdversarialStep:
+    """One generator update after ``n_critic`` discriminator/critic updates.
+
+    Built from a resolved config: the nets (wrapped in ``paddle.DataParallel`` with several
+    ranks), Adam for each, float16 loss scalers, the loss, the regularisers and the EMA copy of
+    G. ``step(reals)`` takes ``batches_per_step`` real batches, float32 (B, C, H, W) in [-1, 1],
+    one per D update, and returns the step's scalars as tensors on the device (read back only
+    when logged).
+    """
+
+    def __init__(self, cfg, world_size: int = 1):
+        self.cfg = cfg
+        self.loss = losses.LOSSES[cfg.loss]
+        self.regularisers = [(name, reg) for name, reg in losses.REGULARISERS.items()
+                             if getattr(cfg, reg.weight_key) > 0]
+        self.batches_per_step = cfg.n_critic
+        # weights are seeded by cfg.seed, identical on every rank
+        paddle.seed(cfg.seed)
+        self.generator = build_generator(cfg)
+        self.discriminator = build_discriminator(cfg)
+        if cfg.sync_bn and world_size > 1:
+            self.generator = paddle.nn.SyncBatchNorm.convert_sync_batchnorm(self.generator)
+            self.discriminator = paddle.nn.SyncBatchNorm.convert_sync_batchnorm(self.discriminator)
+        self.generator_ema = None
+        if cfg.ema_decay > 0:
+            self.generator_ema = build_generator(cfg)
+            self.generator_ema.set_state_dict(self.generator.state_dict())
+            self.generator_ema.eval()
+        self._d_params = [p for p in self.discriminator.parameters() if not p.stop_gradient]
+        self._g_trainable = [not p.stop_gradient for p in self.generator.parameters()]
+        self.opt_g = self._adam(self.generator, cfg.lr_g)
+        self.opt_d = self._adam(self.discriminator, cfg.lr_d)
+        # float16 needs loss scaling (one scaler per optimizer); bfloat16 has float32's range
+        self.scalers = {"g": paddle.amp.GradScaler(), "d": paddle.amp.GradScaler()} if cfg.amp == "float16" else None
+        self.world_size = world_size
+        if world_size > 1:
+            self.G, self.D = paddle.DataParallel(self.generator), paddle.DataParallel(self.discriminator)
+        else:
+            self.G, self.D = self.generator, self.discriminator
+
+    def _adam(self, model, lr: float):
+        params = [p for p in model.parameters() if not p.stop_gradient]
+        return paddle.optimizer.Adam(learning_rate=lr, beta1=self.cfg.beta1, beta2=self.cfg.beta2, parameters=params)
+
+    @property
+    def sampling_generator(self) -> paddle.nn.Layer:
+        """The generator that samples, walks and evaluations use: the EMA one when kept."""
+        return self.generator_ema if self.generator_ema is not None else self.generator
+
+    # ---- one step ----------------------------------------------------------------------------
+    def noise(self, n: int):
+        """Latent batch (n, z_dim) float32 from the configured prior, on the device."""
+        return prior_tensor(n, self.cfg.z_dim, self.cfg.z_dist)
+
+    def step(self, reals: list) -> dict:
+        """``n_critic`` D updates (one per batch in ``reals``), then one G update."""
+        cfg, loss = self.cfg, self.loss
+        # with one D update per G update, the G update reuses its fakes (pytorch/examples
+        # dcgan); with several, G's batch is drawn afresh (WGAN-GP, Algorithm 1)
+        reuse = len(reals) == 1
+        for real in reals:
+            if reuse:
+                fake = self._g(self.noise(real.shape[0]))  # (B, C, H, W)
+            else:
+                with paddle.no_grad():
+                    fake = self._g(self.noise(real.shape[0]))
+            d_real, d_fake = self._d(real), self._d(fake.detach())  # (B,) logits or scores
+            loss_d = loss.d_loss(d_real, d_fake, cfg.label_smoothing)
+            terms = {}
+            for name, reg in self.regularisers:
+                # under float16 the penalty's inner backward is scaled like the loss, so small
+                # input gradients do not underflow; the norm is taken in float32 after unscaling
+                loss_scale = self.scalers["d"].scale(paddle.ones([])) if self.scalers else None
+                terms[name] = reg.term(self._d, real, fake, loss_scale=loss_scale)
+                loss_d = loss_d + getattr(cfg, reg.weight_key) * terms[name]
+            self._update(self.opt_d, loss_d, "d")
+        fake = fake if reuse else self._g(self.noise(cfg.batch_size))
+        loss_g = self._generator_update(fake)
+        if self.world_size > 1 and not cfg.sync_bn:
+            self._broadcast_buffers()
+        if self.generator_ema is not None:
+            self._update_ema()
+        values = {"loss_g": loss_g.detach(), loss.d_name: loss_d.detach()}
+        values.update({k: v.detach() for k, v in loss.report(d_real.detach(), d_fake.detach()).items()})
+        values.update({k: v.detach() for k, v in terms.items()})
+        return values
+
+    def _autocast(self):
+        if self.cfg.amp == "off":
+            return contextlib.nullcontext()
+        return paddle.amp.auto_cast(enable=True, dtype=self.cfg.amp, level="O1")
+
+    def _d(self, images):
+        """D/critic logits or scores (B,) float32; the network itself runs under autocast."""
+        with self._autocast():
+            out = self.D(images)
+        return out if self.cfg.amp == "off" else out.astype("float32")
+
+    def _g(self, z):
+        """G(z) as float32 images (B, C, H, W); the network itself runs under autocast."""
+        with self._autocast():
+            out = self.G(z)
+        return out if self.cfg.amp == "off" else out.astype("float32")
+
+    def _update(self, optimizer, loss, part: str) -> None:
+        optimizer.clear_grad(set_to_zero=False)  # None, not zeros: no memset of every gradient
+        if self.scalers is None:
+            loss.backward()
+            optimizer.step()
+        else:  # float16: scaled backward; the step is skipped (and the scale lowered) on inf/nan
+            scaler = self.scalers[part]
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+
+    def _generator_update(self, fake):
+        """One G step on the loss of D(fake); D's weights get no (wasted) gradients."""
+        # Paddle's ``trainable`` is just ``not stop_gradient``, so the list of D's trainable
+        # parameters is taken once at start: a flag read here would stay off after the first
+        # G step.
+        for p in self._d_params:
+            p.stop_gradient = True
+        loss = self.loss.g_loss(self._d(fake))
+        self._update(self.opt_g, loss, "g")
+        for p in self._d_params:
+            p.stop_gradient = False
+        return loss
+
+    def _broadcast_buffers(self) -> None:
+        """Copy rank 0's BatchNorm running statistics to every rank (as PyTorch DDP does).
+
+        DataParallel keeps trainable weights equal through gradient all-reduce, but running
+        statistics come from each rank's own batches; without this, ranks would sample with
+        different generators in eval mode.
+        """
+        import paddle.distributed as dist
+
+        trainable = {id(p) for p in self._d_params}
+        with paddle.no_grad():
+            for model in (self.generator, self.discriminator):
+                for p in model.parameters():
+                    if p.stop_gradient and id(p) not in trainable:
+                        dist.broadcast(p, src=0)
+
+    def _update_ema(self) -> None:
+        decay = self.cfg.ema_decay
+        with paddle.no_grad():
+            pairs = zip(self.generator_ema.parameters(), self.generator.parameters(), self._g_trainable)
+            for p_ema, p, trainable in pairs:
+                if trainable:
+                    paddle.assign(p_ema * decay + p * (1.0 - decay), output=p_ema)
+                else:  # BatchNorm running statistics are copied, as in StyleGAN2-ADA
+                    paddle.assign(p, output=p_ema)
+
+    # ---- snapshots -----------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """Everything of the step a snapshot keeps, as numpy arrays and plain values."""
+        return {
+            "generator": state_arrays(self.generator),
+            "discriminator": state_arrays(self.discriminator),
+            "generator_ema": state_arrays(self.generator_ema) if self.generator_ema is not None else None,
+            "opt_g": portable_optimizer_state(self.opt_g.state_dict(), self.generator),
+            "opt_d": portable_optimizer_state(self.opt_d.state_dict(), self.discriminator),
+            "amp_scalers": {k: s.state_dict() for k, s in self.scalers.items()} if self.scalers else None,
+        }
+
+    def set_state_dict(self, payload: dict, origin: str) -> None:
+        """Restore what :meth:`state_dict` saved (``origin`` names the snapshot in errors)."""
+        load_weights(self.generator, payload["generator"], origin)
+        load_weights(self.discriminator, payload["discriminator"], origin)
+        if self.generator_ema is not None and payload.get("generator_ema"):
+            load_weights(self.generator_ema, payload["generator_ema"], origin)
+        self.opt_g.set_state_dict(restore_optimizer_state(payload["opt_g"], self.generator))
+        self.opt_d.set_state_dict(restore_optimizer_state(payload["opt_d"], self.discriminator))
+        if self.scalers and payload.get("amp_scalers"):
+            for key, scaler in self.scalers.items():
+                scaler.load_state_dict(payload["amp_scalers"][key])

@@ -1,0 +1,76 @@
+"""The snapshot format: what it holds, that it round-trips exactly, that damage is refused, and
+that snapshots written by earlier versions (pickles) still load and resume bit-exactly."""
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+import paddle_gan_kit
+from paddle_gan_kit import snapshot
+from paddle_gan_kit.config import build_config
+from paddle_gan_kit.errors import GanKitError
+from paddle_gan_kit.trainer import Trainer
+from conftest import REPO, assert_one_line_error, run_cli
+
+LEGACY = os.path.join(REPO, "tests", "data", "legacy_v1")
+
+
+def test_encode_decode_round_trips_arrays_and_plain_values():
+    payload = {"step": 3, "generator": {"net.0.weight": np.arange(6, dtype=np.float32).reshape(2, 3)},
+               "history": [{"step": 1, "loss": float("nan")}], "nested": [np.uint32([1, 2]), None, "text", True],
+               "rng": {"numpy": {"keys": np.arange(4, dtype=np.uint32), "pos": 2}}}
+    back = snapshot.decode(snapshot.encode(payload))
+    assert back["step"] == 3 and back["format"] == snapshot.FORMAT
+    np.testing.assert_array_equal(back["generator"]["net.0.weight"], payload["generator"]["net.0.weight"])
+    assert back["generator"]["net.0.weight"].dtype == np.float32
+    assert np.isnan(back["history"][0]["loss"])
+    assert back["nested"][0].dtype == np.uint32 and back["nested"][1:] == [None, "text", True]
+
+
+def test_a_damaged_file_is_refused_by_its_checksum():
+    data = bytearray(snapshot.encode({"step": 1, "w": np.zeros(1000, np.float32)}))
+    data[-100] ^= 0x01  # one bit of a weight
+    with pytest.raises(ValueError, match="checksum"):
+        snapshot.decode(bytes(data))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["dcgan", "wgan_gp"])
+def test_a_legacy_pickle_snapshot_resumes_bit_exactly(tmp_path, monkeypatch, model):
+    """A run stopped at step 2 by the previous version, resumed to step 4 by this one, ends with
+    the weights the previous version reached in one go."""
+    shutil.copytree(os.path.join(LEGACY, model), tmp_path / model)
+    shutil.copytree(os.path.join(LEGACY, "data"), tmp_path / "data")
+    monkeypatch.chdir(tmp_path)  # the legacy config's paths are relative
+    generator, cfg = paddle_gan_kit.load_generator(model)
+    assert cfg.model == model and cfg.d_norm == ("batch" if model == "dcgan" else "layer")
+    assert cfg.gp_weight == (0.0 if model == "dcgan" else 10.0)
+
+    trainer = Trainer(build_config({"out": model, "steps": 4}), resume=True, progress=False, explicit={"out", "steps"})
+    assert trainer.step == 2
+    trainer.fit()
+    expected = np.load(os.path.join(LEGACY, f"{model}_step4.npz"))
+    payload = snapshot.read_snapshot(os.path.join(model, "snapshots", snapshot.snapshot_name(4)))
+    assert payload["format"] == snapshot.FORMAT
+    for key in expected.files:
+        part, name = key.split("/", 1)
+        np.testing.assert_array_equal(payload[part][name], expected[key], err_msg=key)
+    assert [s for s, _ in snapshot.list_snapshots(os.path.join(model, "snapshots"))] == [2, 4]
+
+
+def test_legacy_runs_sample_from_the_command_line(tmp_path):
+    shutil.copytree(os.path.join(LEGACY, "wgan_gp"), tmp_path / "wgan_gp")
+    result = run_cli("paddle_gan_kit.sample", tmp_path / "wgan_gp", "--n", 4, "--grid", tmp_path / "grid.png")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "grid.png").stat().st_size > 100
+
+
+def test_a_truncated_snapshot_is_one_line(tmp_path, tiny_run):
+    bad = tmp_path / "step_00000004.safetensors"
+    data = open(os.path.join(tiny_run, "snapshots", snapshot.snapshot_name(4)), "rb").read()
+    bad.write_bytes(data[: len(data) // 2])
+    with pytest.raises(GanKitError, match="is corrupt, incomplete or not a paddle_gan_kit snapshot"):
+        snapshot.read_snapshot(str(bad))
+    result = run_cli("paddle_gan_kit.sample", bad, "--n", 2, "--grid", tmp_path / "g.png")
+    assert_one_line_error(result, f"snapshot {bad} is corrupt")
