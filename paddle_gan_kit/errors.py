@@ -47,3 +47,16 @@ class ArgumentParser(argparse.ArgumentParser):
         self.add_argument("run", metavar="RUN", help="run directory (its newest snapshot) or one snapshot file")
         self.add_argument("--snapshot", default=None, metavar="STEP|best|FILE",
                           help="step number, 'best' or a snapshot file name in RUN (default: the newest)")
+
+    def add_image_arguments(self, batch_size: int) -> None:
+        """``--scale`` and ``--batch-size`` of the tools that generate images."""
+        self.add_argument("--scale", type=int, default=1, help="integer nearest-neighbour upscaling (default 1)")
+        self.add_argument("--batch-size", type=_positive_int, default=batch_size,
+                          help=f"images per generator call (default {batch_size})")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value

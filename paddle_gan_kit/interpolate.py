@@ -316,9 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="keyframes are the latents of seeds SEED, SEED+1, ... (default 0)")
     parser.add_argument("--key-seeds", default=None, metavar="S1,S2,...",
                         help="walk through exactly these latent seeds (the labels of a sample grid)")
-    parser.add_argument("--scale", type=int, default=1, help="integer nearest-neighbour upscaling (default 1)")
-    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
-                        help=f"images per generator call (default {DEFAULT_BATCH_SIZE})")
+    parser.add_image_arguments(DEFAULT_BATCH_SIZE)
     return parser
 
 
@@ -329,8 +327,6 @@ def main(argv=None) -> int:
     if key_seeds is not None and args.keys is not None and args.keys != len(key_seeds):
         raise GanKitError(f"--keys {args.keys} but --key-seeds names {len(key_seeds)} seeds; drop --keys")
     keys = len(key_seeds) if key_seeds is not None else (5 if args.keys is None else args.keys)
-    if args.batch_size < 1:
-        raise GanKitError(f"--batch-size must be >= 1, got {args.batch_size}")
     out = args.out
     if out is None:
         out = {"gif": "walk.gif", "mp4": "walk.mp4", "frames": "walk_frames"}[args.format or "gif"]

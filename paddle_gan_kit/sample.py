@@ -173,17 +173,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--grid", default=None, metavar="FILE.png", help="write a grid labelled with seeds")
     parser.add_argument("--out", default=None, metavar="DIR", help="write one PNG per sample, seed_000042.png")
     parser.add_argument("--cols", type=int, default=None, help="grid columns (default: square)")
-    parser.add_argument("--scale", type=int, default=1, help="integer nearest-neighbour upscaling (default 1)")
-    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
-                        help=f"images per generator call (default {DEFAULT_BATCH_SIZE})")
+    parser.add_image_arguments(DEFAULT_BATCH_SIZE)
     return parser
 
 
 @cli_entry
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    if args.batch_size < 1:
-        raise GanKitError(f"--batch-size must be >= 1, got {args.batch_size}")
     result = sample(args.run, n=args.n, seed=args.seed, grid=args.grid, out=args.out,
                     snapshot=args.snapshot, scale=args.scale, ncols=args.cols, batch_size=args.batch_size)
     if result["grid"]:

@@ -107,6 +107,7 @@ def test_cli_bad_input_is_one_line_and_exit_2(tmp_path):
     (["--grid", "g.png", "--n", "0"], "--n"),
     (["--grid", "g.png", "--n", "many"], "--n"),
     (["--grid", "g.png", "--cols", "0"], "--cols"),
+    (["--grid", "g.png", "--batch-size", "0"], "--batch-size: must be >= 1, got 0"),
 ])
 def test_cli_bad_flags_in_process(tiny_run, tmp_path, capsys, monkeypatch, args, fragment):
     from paddle_gan_kit.sample import main
