@@ -120,6 +120,20 @@ def _remove(tmp: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def open_array(path: str | os.PathLike, shape: tuple, dtype=None):
+    """A new ``.npy`` file of ``shape`` opened as a writable memmap, its blocks allocated first:
+    a full disk raises ENOSPC here instead of killing the process with SIGBUS when a page of the
+    map is written later."""
+    import numpy as np
+
+    dtype = np.dtype(dtype or np.uint8)
+    array = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+    if hasattr(os, "posix_fallocate"):
+        with open(path, "rb+") as f:
+            os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
+    return array
+
+
 def write_bytes_atomic(path: str | os.PathLike, data: bytes, fix: str | None = None) -> None:
     """Write ``data`` to ``path`` atomically (see :func:`atomic_path`)."""
     with atomic_path(path, needed=len(data), fix=fix) as tmp:

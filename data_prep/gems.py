@@ -327,8 +327,7 @@ def builtin_gems(size: int, n: int = 8192, seed: int = 0, cache_dir: str | None 
     chunk = 512
     jobs = [(min(chunk, n - s), size, seed, s) for s in range(0, n, chunk)]
     with files.atomic_path(path, needed=n * size * size * 3) as tmp:
-        images = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8,
-                                           shape=(n, size, size, 3))
+        images = files.open_array(tmp, (n, size, size, 3))
         done = 0
         workers = min(len(jobs), os.cpu_count() or 1)
         if workers > 1 and n * size * size >= 2048 * 64 * 64:

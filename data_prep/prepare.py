@@ -24,7 +24,7 @@ import numpy as np
 
 from data_prep import files, packed
 from data_prep.decode import UndecodableImage, decode_image
-from data_prep.errors import DataPrepError
+from data_prep.errors import DataPrepError, UserError
 from data_prep.fit import check_options, check_sizes, fit_square
 from data_prep.sources import DEFAULT_MAX_ENTRY_BYTES, DEFAULT_MAX_TOTAL_BYTES, Source
 from data_prep.workers import process_pool
@@ -290,8 +290,14 @@ def prepare(src, out, sizes, fit: str = "crop", interp: str = "area", workers: i
                     "format": packed.FORMAT, "complete": False,
                     "source": str(source.path.resolve()), "sizes": sizes})
             job = _Job(source, out, sizes, settings, old, manifest, workers, png, force)
-            report = _run(job, progress)
-    except DataPrepError:
+            try:
+                report = _run(job, progress)
+            except OSError as exc:
+                if not files.is_no_space(exc):
+                    raise
+                raise files.no_space_error(out, fix="free some space (or choose another --out) "
+                                           "and run the same command again") from None
+    except UserError:
         # A refused first run leaves the folder as it found it.
         if created:
             shutil.rmtree(out, ignore_errors=True)
@@ -529,8 +535,7 @@ def _write_arrays(out: Path, sizes: list[int], rows: list[tuple[str, int]], chan
             tmp = files.tmp_name(final)
             temporaries.append((tmp, final))
             old_view = np.load(final, mmap_mode="r") if old is not None else None
-            images = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8,
-                                               shape=(len(rows), size, size, channels))
+            images = files.open_array(tmp, (len(rows), size, size, channels))
             for i, (origin, row) in enumerate(rows):
                 view = old_view if origin == "old" else new_views[size]
                 images[i] = _convert_channels(view[row], channels)

@@ -107,10 +107,13 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
-# Keys a resumed run may change; every other key must equal the run's own.
+# Keys a resumed run may change; every other key must equal the run's own. Besides where
+# outputs go and how often: the learning rates and the penalty weight, the knobs one turns to
+# calm a run that diverged (the change is logged, kept in the run's snapshots and shown in
+# VisualDL), and the data path (AI Studio mounts the same dataset under new paths).
 RESUMABLE_KEYS = frozenset(
     {"steps", "snapshot_every", "keep_snapshots", "sample_every", "log_every", "device", "out",
-     "eval_every", "eval_weights", "amp"}
+     "eval_every", "eval_weights", "amp", "lr_g", "lr_d", "gp_weight", "data"}
 )
 
 _CHOICES = {

@@ -158,6 +158,8 @@ class BatchOrder:
 
     def set_state_dict(self, state: dict) -> None:
         self.epoch, self.position = int(state["epoch"]), int(state["position"])
+        if self.position >= self.batches_per_epoch:  # resumed on a smaller dataset
+            self.epoch, self.position = self.epoch + 1, 0
 
 
 def to_tensor_batch(images_uint8: np.ndarray, channels: int):

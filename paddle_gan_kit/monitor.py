@@ -14,7 +14,7 @@ import sys
 
 import numpy as np
 
-from data_prep.files import atomic_path, write_png
+from data_prep.files import atomic_path, free_bytes, no_space_error, write_png
 from paddle_gan_kit.images import make_grid
 from paddle_gan_kit.latent import generate_images
 
@@ -22,7 +22,7 @@ from paddle_gan_kit.latent import generate_images
 _NOT_LOSSES = ("step", "lr_g", "lr_d", "images_per_s")
 
 
-def plot_losses(history: list[dict], path: str, title: str) -> None:
+def plot_losses(history: list[dict], path: str, title: str, fix: str | None = None) -> None:
     """Loss curves (one panel per quantity family) from logged records, saved as PNG."""
     # a bare Figure with no pyplot: no backend switch, so a notebook's inline plots keep working
     from matplotlib.figure import Figure
@@ -40,7 +40,7 @@ def plot_losses(history: list[dict], path: str, title: str) -> None:
     axes[0, 0].set_title(title)
     axes[-1, 0].set_xlabel("generator step")
     fig.tight_layout()
-    with atomic_path(path) as tmp:
+    with atomic_path(path, fix=fix) as tmp:
         fig.savefig(str(tmp), dpi=90, format="png")
 
 
@@ -54,7 +54,7 @@ def make_logger(run_dir: str | None, name: str = "paddle_gan_kit.train") -> logg
     stream.setFormatter(logging.Formatter("%(message)s"))
     logger.addHandler(stream)
     if run_dir is not None:
-        file_handler = logging.FileHandler(os.path.join(run_dir, "train.log"), encoding="utf-8")
+        file_handler = _LogFile(os.path.join(run_dir, "train.log"), encoding="utf-8")
         file_handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S"))
         logger.addHandler(file_handler)
     return logger
@@ -112,26 +112,53 @@ def supersede_records_after(logdir: str, step: int, moved_dir: str) -> int:
 
 
 class VisualDLWriter:
-    """Thin wrapper over ``visualdl.LogWriter``: scalars and images at the generator step."""
+    """Thin wrapper over ``visualdl.LogWriter``: scalars, images and text at the generator step.
 
-    def __init__(self, logdir: str):
+    VisualDL writes from a background thread that prints and drops what it cannot write, so
+    records would vanish silently on a full disk: each call first checks that there is room
+    (``MIN_FREE``) and otherwise stops with the one-line ``NoSpaceError`` (``fix`` says what
+    to do), before anything is lost.
+    """
+
+    MIN_FREE = 2 * 1024**2  # bytes: far more than a log window's records or one sample grid
+
+    def __init__(self, logdir: str, fix: str | None = None):
         from visualdl import LogWriter
 
         os.makedirs(logdir, exist_ok=True)
+        self.logdir, self.fix = logdir, fix
         self._writer = LogWriter(logdir=logdir)
 
+    def _check_room(self) -> None:
+        if free_bytes(self.logdir) < self.MIN_FREE:
+            raise no_space_error(os.path.join(self.logdir, "vdlrecords"), self.MIN_FREE, self.fix)
+
     def scalars(self, values: dict, step: int, prefix: str = "") -> None:
+        self._check_room()
         for key, value in values.items():
             if key != "step":
                 self._writer.add_scalar(tag=f"{prefix}{key}", value=float(value), step=int(step))
 
     def image(self, tag: str, image: np.ndarray, step: int) -> None:
+        self._check_room()
         if image.shape[-1] == 1:
             image = np.repeat(image, 3, axis=-1)
         self._writer.add_image(tag=tag, img=image, step=int(step))
 
+    def text(self, tag: str, text: str, step: int) -> None:
+        self._check_room()
+        self._writer.add_text(tag=tag, text_string=text, step=int(step))
+
     def close(self) -> None:
         self._writer.close()
+
+
+class _LogFile(logging.FileHandler):
+    """train.log; a line it cannot write (a full disk) is still on stderr, and the error that
+    stops the run says why, so no logging traceback is printed."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        pass
 
 
 class TqdmHandler(logging.Handler):
@@ -171,6 +198,9 @@ class Reporter:
     def record(self, record: dict, steps: int) -> None:
         pass
 
+    def settings_changed(self, step: int, changes: dict) -> None:
+        pass
+
     def samples(self, step: int, generator, fixed_noise: np.ndarray, history: list) -> None:
         pass
 
@@ -195,6 +225,7 @@ class RunReporter(Reporter):
         self.progress = progress
         self.vdl: VisualDLWriter | None = None
         self.bar = None
+        self._pending_texts: list = []
         if evaluator is not None:
             self.info(f"evaluating every {cfg.eval_every} steps: {evaluator.describe()}")
 
@@ -211,13 +242,21 @@ class RunReporter(Reporter):
         if moved:
             self.info(f"VisualDL: {moved} records an interrupted session wrote after step {step} "
                       f"moved to {self.run.dir}/vdl_superseded (this run logs those steps again)")
-        self.vdl = VisualDLWriter(self.run.vdl_dir)
+        self.vdl = VisualDLWriter(self.run.vdl_dir, self.run.disk_fix)
+        for text_step, text in self._pending_texts:
+            self.vdl.text("settings_changed", text, text_step)
         self.info(header)
         self.bar = tqdm(total=steps, initial=step, disable=not self.progress, unit="step", dynamic_ncols=True,
                         mininterval=1.0)
 
     def advance(self, step: int) -> None:
         self.bar.update(1)
+
+    def settings_changed(self, step: int, changes: dict) -> None:
+        """A resume changed settings: a log line now, a VisualDL text record once it is open."""
+        text = "; ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changes.items())
+        self.info(f"resumed at step {step} with changed settings: {text}")
+        self._pending_texts.append((step, text))
 
     def record(self, record: dict, steps: int) -> None:
         """A logged window of steps: VisualDL scalars, the bar's numbers and a log line."""
@@ -233,10 +272,11 @@ class RunReporter(Reporter):
     def samples(self, step: int, generator, fixed_noise: np.ndarray, history: list) -> None:
         """The grid of G(fixed_noise) in eval mode as PNG and VisualDL image, and losses.png."""
         grid = make_grid(generate_images(generator, fixed_noise, batch_size=len(fixed_noise)))
-        write_png(self.run.sample_path(step), grid)
+        write_png(self.run.sample_path(step), grid, fix=self.run.disk_fix)
         if self.vdl is not None:
             self.vdl.image("samples", grid, step)
-        plot_losses(history, os.path.join(self.run.dir, "losses.png"), f"{self.cfg.model} {self.cfg.size}px")
+        plot_losses(history, os.path.join(self.run.dir, "losses.png"), f"{self.cfg.model} {self.cfg.size}px",
+                    fix=self.run.disk_fix)
 
     def evaluate(self, step: int, generator, save_best) -> dict:
         """Score ``generator``, log it, and call ``save_best()`` when it beats the best so far."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import paddle
 
 from paddle_gan_kit import snapshot
@@ -37,6 +38,7 @@ class Run:
         self.config_path = os.path.join(directory, "config.yaml")
         self._newest: snapshot.Found | None = None
         self._newest_read = False
+        self.changes: dict = {}  # key -> (the run's value, the new one) of a resume that changed settings
 
     def exists(self) -> bool:
         """True when the directory holds a run (its config.yaml or any snapshot)."""
@@ -88,7 +90,10 @@ class Run:
         if changed:
             raise GanKitError(f"cannot resume {run.dir} with changed settings ({'; '.join(sorted(changed))}); "
                               "drop those flags or start a new run with another --out")
-        return run, TrainConfig(**merged).resolve()
+        cfg = TrainConfig(**merged).resolve()
+        run.changes = {k: (v, getattr(cfg, k)) for k, v in previous.to_dict().items()
+                       if getattr(cfg, k) != v and not (k == "channels" and getattr(cfg, k) is None)}
+        return run, cfg
 
     def prepare_dirs(self) -> None:
         os.makedirs(self.samples_dir, exist_ok=True)
@@ -101,23 +106,50 @@ class Run:
         return os.path.join(self.samples_dir, f"step_{step:08d}.png")
 
     def save_snapshot(self, payload: dict, keep: int) -> str:
-        """Write the snapshot of ``payload["step"]`` and keep the newest ``keep``; returns its path."""
+        """Write the snapshot of ``payload["step"]`` and keep the newest ``keep``; returns its path.
+        A payload whose weights or optimizer state are not finite is never written
+        (:class:`Diverged`)."""
+        check_finite(payload)
         path = os.path.join(self.snapshot_dir, snapshot.snapshot_name(int(payload["step"])))
-        snapshot.write_snapshot(payload, path, fix=self._disk_fix())
+        snapshot.write_snapshot(payload, path, fix=self.disk_fix)
         snapshot.prune(self.snapshot_dir, keep)
         return path
 
     def save_best(self, payload: dict) -> str:
+        check_finite(payload)
         path = os.path.join(self.snapshot_dir, snapshot.BEST_STEM + snapshot.SUFFIX)
-        snapshot.write_snapshot(payload, path, fix=self._disk_fix())
+        snapshot.write_snapshot(payload, path, fix=self.disk_fix)
         legacy = os.path.join(self.snapshot_dir, snapshot.BEST_STEM + snapshot.LEGACY_SUFFIX)
         if os.path.exists(legacy):
             os.remove(legacy)  # superseded by a better one in the current format
         return path
 
-    def _disk_fix(self) -> str:
+    @property
+    def disk_fix(self) -> str:
+        """What to do when the disk is full (for the one-line error)."""
         return (f"delete old runs or snapshots (or lower keep_snapshots), then continue with "
                 f"--resume --out {self.dir}")
+
+    def newest_on_disk(self) -> str | None:
+        """The newest step snapshot file now on disk (all of them are finite: see ``save_snapshot``)."""
+        snaps = snapshot.list_snapshots(self.snapshot_dir)
+        return snaps[-1][1] if snaps else None
+
+
+class Diverged(GanKitError):
+    """The weights or optimizer state stopped being finite; no snapshot was written."""
+
+
+# the parts of a snapshot payload that must be finite for it to be worth resuming from
+_MUST_BE_FINITE = ("generator", "discriminator", "generator_ema", "opt_g", "opt_d")
+
+
+def check_finite(payload: dict) -> None:
+    """Raise :class:`Diverged` naming the first non-finite array of the nets or optimizers."""
+    for part in _MUST_BE_FINITE:
+        for name, value in (payload.get(part) or {}).items():
+            if isinstance(value, np.ndarray) and value.dtype.kind == "f" and not np.isfinite(value).all():
+                raise Diverged(f"{part} {name} is not finite")
 
 
 # ---- back into a trained run ----------------------------------------------------------------------

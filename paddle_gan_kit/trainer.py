@@ -20,15 +20,17 @@ import warnings
 import numpy as np
 import paddle
 
+from data_prep import files
 from paddle_gan_kit import monitor
-from paddle_gan_kit.config import TrainConfig
+from paddle_gan_kit.config import MODELS, TrainConfig
 from paddle_gan_kit.data import BatchOrder, load_images, prepare_root_of, to_tensor_batch
 from paddle_gan_kit.errors import GanKitError
 from paddle_gan_kit.latent import draw_latents
 from paddle_gan_kit.metrics import Evaluator
 from paddle_gan_kit.models import count_parameters
 from paddle_gan_kit.rng import rng_states, seed_training_rngs, set_rng_states
-from paddle_gan_kit.run import Run
+from paddle_gan_kit import snapshot
+from paddle_gan_kit.run import Diverged, Run
 from paddle_gan_kit.steps import AdversarialStep
 
 # Paddle warns on every BatchNorm forward in train mode that running statistics are tracked,
@@ -152,14 +154,18 @@ class Trainer:
                 self.reporter.info(line)
         self.objective = AdversarialStep(cfg, self.world_size)
         self.fixed_noise = draw_latents(np.random.default_rng([cfg.seed, 1]), cfg.n_samples, cfg.z_dim, cfg.z_dist)
-        self.step, self.history = 0, []
+        self.step, self.history, self.setting_changes = 0, [], []
         self.window = LossWindow()
         self.stop_signal: int | None = None
         seed_training_rngs(cfg.seed, self.rank)
         if found is not None:
             self._restore(found)
-        elif self.rank == 0:
+        if self.run.changes:
+            self._note_changes()
+        if found is None and self.rank == 0:
             self.run.write_config(cfg)
+        if self.rank == 0:
+            self.reporter.info(self._snapshot_note())
 
     def _evaluator(self) -> Evaluator | None:
         cfg = self.cfg
@@ -201,8 +207,7 @@ class Trainer:
                     if self.step % cfg.sample_every == 0:
                         self._samples()
                     if cfg.eval_every and self.step % cfg.eval_every == 0:
-                        reporter.evaluate(self.step, objective.sampling_generator,
-                                          lambda: self.run.save_best(self.payload()))
+                        reporter.evaluate(self.step, objective.sampling_generator, self._save_best)
                     if caught[0] is not None:
                         status, self.stop_signal = "interrupted", caught[0]
                         break
@@ -229,10 +234,41 @@ class Trainer:
         record = self.window.close(self.step, self.objective.opt_g.get_lr(), self.objective.opt_d.get_lr())
         bad = [k for k, v in record.items() if not np.isfinite(v)]
         if bad:
-            raise GanKitError(f"training diverged at step {self.step} ({', '.join(bad)} not finite); "
-                              "resume from the last snapshot with lower learning rates (--set lr_d=..., lr_g=...)")
+            raise self._diverged(f"{', '.join(bad)} not finite")
         self.history.append(record)
         self.reporter.record(record, self.cfg.steps)
+
+    def _diverged(self, reason: str) -> Diverged:
+        """The one-line error of a diverged run: where to resume from, and how."""
+        cfg, newest = self.cfg, self.run.newest_on_disk()
+        preset = MODELS[cfg.model]
+        lr_g, lr_d = min(cfg.lr_g / 2, preset["lr_g"]), min(cfg.lr_d / 2, preset["lr_d"])
+        command = f"python -m paddle_gan_kit.train --out {self.run.dir} --resume --set lr_g={lr_g:g} --set lr_d={lr_d:g}"
+        if newest is None:
+            return Diverged(f"training diverged at step {self.step} ({reason}) before any snapshot was written; "
+                            f"start again with lower learning rates: {command}")
+        return Diverged(f"training diverged at step {self.step} ({reason}), so no snapshot was written for it; "
+                        f"resume from {newest}, the newest snapshot (snapshots on disk are always finite), with "
+                        f"lower learning rates: {command}")
+
+    def _note_changes(self) -> None:
+        """Log the settings a resume changed and keep them in the run's history."""
+        changes = {k: list(v) for k, v in self.run.changes.items()}
+        self.setting_changes.append({"step": self.step, **changes})
+        self.reporter.settings_changed(self.step, changes)
+
+    def _snapshot_note(self) -> str:
+        size = len(snapshot.encode(self.payload()))
+        if self.step == 0:  # Adam's two moments per weight appear with the first update
+            nets = self.objective
+            size += 2 * 4 * (count_parameters(nets.generator) + count_parameters(nets.discriminator))
+        keep, free = self.cfg.keep_snapshots, files.free_bytes(self.run.dir)
+        note = (f"snapshots: {files.mib(size)} each, the newest {keep} kept (keep_snapshots) in "
+                f"{self.run.snapshot_dir}; {files.mib(free)} free there")
+        if free < size * (keep + 1):
+            note += (f"; warning: that is less than {keep + 1} snapshots, so the disk may fill up: free space "
+                     "or lower keep_snapshots")
+        return note
 
     def _samples(self) -> None:
         self.reporter.samples(self.step, self.objective.sampling_generator, self.fixed_noise, self.history)
@@ -247,6 +283,7 @@ class Trainer:
             "rng": rng_states(),
             "fixed_noise": self.fixed_noise,
             "history": list(self.history),
+            "setting_changes": list(self.setting_changes),
             "best": self.reporter.best,
             "config": self.cfg.to_dict(),
             "world_size": self.world_size,
@@ -254,10 +291,20 @@ class Trainer:
         }
 
     def save_snapshot(self) -> str | None:
-        """Write the snapshot for the current step (rank 0 only) and prune old ones."""
+        """Write the snapshot for the current step (rank 0 only) and prune old ones; a payload
+        that is not finite is never written (the run stops with where to resume from)."""
         if self.rank != 0:
             return None
-        return self.run.save_snapshot(self.payload(), self.cfg.keep_snapshots)
+        try:
+            return self.run.save_snapshot(self.payload(), self.cfg.keep_snapshots)
+        except Diverged as exc:
+            raise self._diverged(str(exc)) from None
+
+    def _save_best(self) -> str:
+        try:
+            return self.run.save_best(self.payload())
+        except Diverged as exc:
+            raise self._diverged(str(exc)) from None
 
     def _restore(self, found) -> None:
         payload = found.payload
@@ -265,6 +312,7 @@ class Trainer:
         self.step = int(payload["step"])
         self.fixed_noise = np.asarray(payload["fixed_noise"], np.float32)
         self.history = list(payload["history"])
+        self.setting_changes = list(payload.get("setting_changes") or [])
         self.reporter.best = payload.get("best")
         saved_world = int(payload.get("world_size", 1))
         if saved_world == self.world_size:

@@ -95,6 +95,17 @@ def assert_one_line_error(result, *fragments):
         assert fragment in lines[0], lines[0]
 
 
+def assert_error_ends_the_run(result, *fragments):
+    """A CLI run that stopped on a user error after working for a while: exit 2, its last line
+    the one ``error: ...`` line holding every fragment, no traceback."""
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert "Traceback" not in result.stderr and lines[-1].startswith("error: "), result.stderr
+    assert sum(line.startswith("error: ") for line in lines) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in lines[-1], lines[-1]
+
+
 def params_of(run_dir, step):
     """The payload of a run's snapshot at ``step``."""
     from paddle_gan_kit import snapshot
