@@ -6,9 +6,11 @@ fails with one line naming the package to install when Paddle is missing.
 import sys as _sys
 
 from paddle_gan_kit.runtime import configure_cpu_threads as _configure_cpu_threads
+from paddle_gan_kit.runtime import keep_freed_memory as _keep_freed_memory
 
 if "paddle" not in _sys.modules:
     _configure_cpu_threads()
+_keep_freed_memory()
 
 import contextlib as _contextlib
 import io as _io

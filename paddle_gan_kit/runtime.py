@@ -30,6 +30,29 @@ def physical_cores() -> int:
     return max(1, len(cores))
 
 
+def keep_freed_memory() -> None:
+    """Let glibc keep freed memory for reuse instead of returning it to the system.
+
+    Paddle's CPU allocator asks malloc for every large tensor, and glibc serves a block above
+    its mmap threshold with a fresh ``mmap`` (and trims the heap after frees), so every
+    activation of a training step is a new mapping whose pages fault in one by one as they are
+    first written. Raising both thresholds makes freed blocks reusable: a step's tensors come
+    from memory that is already mapped. The cost is that the process keeps its peak memory.
+    Skipped when the user set glibc's own MALLOC_* variables or PADDLE_GAN_KIT_MALLOC=default.
+    """
+    if os.environ.get("PADDLE_GAN_KIT_MALLOC") == "default" or any(k.startswith("MALLOC_") for k in os.environ):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc (macOS, musl): nothing to tune
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's mallopt parameter numbers
+    libc.mallopt(m_mmap_threshold, 1 << 30)
+    libc.mallopt(m_trim_threshold, (1 << 31) - 1)
+
+
 def configure_cpu_threads() -> None:
     """Set thread and MKL variables (unless the user set them) before Paddle loads."""
     threads = str(physical_cores())
