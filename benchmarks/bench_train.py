@@ -11,6 +11,7 @@ one (the device is in each line) and on the CPU otherwise.
     python benchmarks/bench_train.py --recipe dcgan_64 --recipe wgan_gp_96
     python benchmarks/bench_train.py --model dcgan --size 64 --batch-size 64 --steps 5
     python benchmarks/bench_train.py --model wgan_gp --size 64 --set d_norm=none
+    python benchmarks/bench_train.py --set conv_backend=paddle        # Paddle's own convolutions
 """
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ import paddle  # noqa: E402
 from paddle_gan_kit.config import TrainConfig, load_yaml, parse_set  # noqa: E402
 from paddle_gan_kit.interpolate import encode_gif, walk_latents  # noqa: E402
 from paddle_gan_kit.latent import generate_images  # noqa: E402
+from paddle_gan_kit import fastconv  # noqa: E402
 from paddle_gan_kit.trainer import Trainer  # noqa: E402
 
 # recipe keys that shape the nets and the step; data, steps and outputs are the benchmark's own
@@ -95,7 +97,7 @@ def bench(name: str, values: dict, steps: int, warmup: int) -> dict:
         return {
             "recipe": name, "model": resolved.model, "size": resolved.size, "batch_size": resolved.batch_size,
             "widths": [resolved.g_channels, resolved.d_channels], "n_critic": resolved.n_critic,
-            "d_norm": resolved.d_norm,
+            "d_norm": resolved.d_norm, "conv_backend": fastconv.backend(),
             "device": trainer.device, "threads": os.environ.get("OMP_NUM_THREADS"),
             "step_s_median": round(step_s, 4), "train_images_per_s": round(images_per_step / step_s, 2),
             "generator_updates_per_s": round(1 / step_s, 3),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
 import typing
 from dataclasses import dataclass, fields
 
@@ -17,6 +18,8 @@ import yaml
 
 from data_prep.files import write_text_atomic
 from paddle_gan_kit.errors import GanKitError
+
+CONV_BACKEND_ENV = "PADDLE_GAN_KIT_CONV_BACKEND"
 
 # Image sides the nets support: s0 * 2^k with 4 <= s0 <= 7 and k >= 2 (the generator starts
 # from an s0 x s0 map and doubles k times). These are the ones people use.
@@ -77,6 +80,9 @@ class TrainConfig:
     sync_bn: bool = False  # several ranks: BatchNorm statistics over the global batch (SyncBatchNorm)
     device: str = "auto"  # "auto" (GPU when Paddle has CUDA and a GPU), "gpu" or "cpu"
     amp: str = "off"  # GPU mixed precision: "off", "float16" (with loss scaling) or "bfloat16"
+    # CPU convolutions: "auto" (oneDNN's kernels when they build and check out, else Paddle's),
+    # "onednn" or "paddle"; None: $PADDLE_GAN_KIT_CONV_BACKEND, else auto (see fastconv)
+    conv_backend: typing.Optional[str] = None
 
     # --- outputs (steps are generator updates) ------------------------------------------
     snapshot_every: int = 500  # write a complete snapshot every this many steps
@@ -98,6 +104,8 @@ class TrainConfig:
                 values[key] = default
         if values["out"] is None:
             values["out"] = f"runs/{self.model}_{self.size}"
+        if values["conv_backend"] is None:
+            values["conv_backend"] = os.environ.get(CONV_BACKEND_ENV) or "auto"
         resolved = TrainConfig(**values)
         validate(resolved)
         return resolved
@@ -113,7 +121,7 @@ class TrainConfig:
 # VisualDL), and the data path (AI Studio mounts the same dataset under new paths).
 RESUMABLE_KEYS = frozenset(
     {"steps", "snapshot_every", "keep_snapshots", "sample_every", "log_every", "device", "out",
-     "eval_every", "eval_weights", "amp", "lr_g", "lr_d", "gp_weight", "data"}
+     "eval_every", "eval_weights", "amp", "lr_g", "lr_d", "gp_weight", "data", "conv_backend"}
 )
 
 _CHOICES = {
@@ -122,6 +130,7 @@ _CHOICES = {
     "loss": ("nonsaturating", "wasserstein"),
     "device": ("auto", "gpu", "cpu"),
     "amp": ("off", "float16", "bfloat16"),
+    "conv_backend": ("auto", "onednn", "paddle"),
     "fit": ("crop", "pad", "stretch"),
     "eval_extractor": ("auto", "inception", "classifier"),
 }

@@ -49,10 +49,16 @@ class ArgumentParser(argparse.ArgumentParser):
                           help="step number, 'best' or a snapshot file name in RUN (default: the newest)")
 
     def add_image_arguments(self, batch_size: int) -> None:
-        """``--scale`` and ``--batch-size`` of the tools that generate images."""
+        """``--scale``, ``--batch-size`` and ``--conv-backend`` of the tools that generate images."""
         self.add_argument("--scale", type=int, default=1, help="integer nearest-neighbour upscaling (default 1)")
         self.add_argument("--batch-size", type=_positive_int, default=batch_size,
                           help=f"images per generator call (default {batch_size})")
+        self.add_conv_backend_argument()
+
+    def add_conv_backend_argument(self) -> None:
+        self.add_argument("--conv-backend", choices=("auto", "onednn", "paddle"), default=None,
+                          help="CPU convolutions: auto (oneDNN when it builds, else Paddle's; the default, or "
+                               "$PADDLE_GAN_KIT_CONV_BACKEND), onednn or paddle")
 
 
 def _positive_int(text: str) -> int:

@@ -21,7 +21,7 @@ import paddle_gan_kit  # noqa: F401  (sets CPU threads before Paddle loads)
 import paddle
 
 from data_prep.files import write_text_atomic
-from paddle_gan_kit import snapshot as snapshots
+from paddle_gan_kit import fastconv, snapshot as snapshots
 from paddle_gan_kit.data import BUILTIN_PREFIX, load_images, load_npy, prepare_root_of
 from paddle_gan_kit.errors import ArgumentParser, GanKitError, cli_entry
 from paddle_gan_kit.metrics import Evaluator, parse_metrics
@@ -139,12 +139,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--download", action="store_true", help="download PaddleGAN's InceptionV3.pdparams once "
                                                                 "into the cache when no --weights are given")
     parser.add_argument("--seed", type=int, default=0, help="seed of the latents and the real subset (default 0)")
+    parser.add_conv_backend_argument()
     return parser
 
 
 @cli_entry
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    fastconv.configure_from_flag(args.conv_backend)
     result = evaluate_run(args.run, metrics=args.metrics, n=args.n, real=args.real, extractor=args.extractor,
                           weights=args.weights, snapshot=args.snapshot, seed=args.seed, download=args.download)
     for line in format_result(result):

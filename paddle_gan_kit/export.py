@@ -25,6 +25,7 @@ import paddle_gan_kit  # noqa: F401  (sets CPU threads before Paddle loads)
 import paddle
 
 from data_prep.files import write_text_atomic
+from paddle_gan_kit import fastconv
 from paddle_gan_kit.errors import ArgumentParser, GanKitError, cli_entry
 from paddle_gan_kit.run import load_generator
 
@@ -41,10 +42,10 @@ def export_generator(run: str, out: str, snapshot=None) -> str:
         raise GanKitError(f"--out {out} is not empty; choose a new folder (an export is never overwritten)")
     generator, cfg = load_generator(run, snapshot)
     spec = paddle.static.InputSpec(shape=[None, cfg.z_dim], dtype="float32", name="z")
-    static = paddle.jit.to_static(generator, input_spec=[spec], full_graph=True)
     os.makedirs(out, exist_ok=True)
     prefix = os.path.join(out, MODEL_NAME)
-    paddle.jit.save(static, prefix)
+    with fastconv.using("paddle"):  # an exported model holds Paddle's own operators only
+        paddle.jit.save(paddle.jit.to_static(generator, input_spec=[spec], full_graph=True), prefix)
     meta = {
         "input": {"name": "z", "shape": [None, cfg.z_dim], "dtype": "float32",
                   "distribution": "N(0, 1)" if cfg.z_dist == "normal" else "U(-1, 1)"},

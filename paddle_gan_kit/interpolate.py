@@ -26,6 +26,7 @@ import paddle_gan_kit  # noqa: F401  (sets CPU threads before Paddle loads)
 import numpy as np
 
 from data_prep.files import atomic_path, write_bytes_atomic, write_png
+from paddle_gan_kit import fastconv
 from paddle_gan_kit.errors import ArgumentParser, GanKitError, cli_entry
 from paddle_gan_kit.images import make_grid, upscale
 from paddle_gan_kit.latent import DEFAULT_BATCH_SIZE, MODES, generate_images, latent_walk, latents_for_seeds
@@ -323,6 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
 @cli_entry
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    fastconv.configure_from_flag(args.conv_backend)
     key_seeds = parse_seeds(args.key_seeds) if args.key_seeds is not None else None
     if key_seeds is not None and args.keys is not None and args.keys != len(key_seeds):
         raise GanKitError(f"--keys {args.keys} but --key-seeds names {len(key_seeds)} seeds; drop --keys")

@@ -13,6 +13,8 @@ from typing import Callable
 import paddle
 import paddle.nn.functional as F
 
+from paddle_gan_kit import fastconv
+
 _HALF = (paddle.float16, paddle.bfloat16)  # autocast dtypes; the penalty's norm is taken in float32
 
 
@@ -70,7 +72,7 @@ LOSSES: dict[str, Loss] = {
 }
 
 
-def gradient_penalty(critic, real, fake, epsilon=None, loss_scale=None):
+def gradient_penalty(critic, real, fake, epsilon=None, loss_scale=None, also=None):
     """WGAN-GP penalty E[(||grad_x C(x_hat)||_2 - 1)^2] on x_hat = eps*real + (1-eps)*fake.
 
     ``real``/``fake``: (N, C, H, W); ``epsilon``: (N, 1, 1, 1) in [0, 1], drawn U(0, 1) per
@@ -81,7 +83,15 @@ def gradient_penalty(critic, real, fake, epsilon=None, loss_scale=None):
     ``scores * loss_scale`` so small gradients survive float16, and the gradients are divided
     by it again, in float32, before the norm; an overflow gives inf, which the grad scaler
     then skips. The penalty's value does not depend on it.
+
+    ``also``: tensors the inner gradient is taken for as well, and dropped: the critic's
+    parameters when its convolutions are PyLayers (``fastconv``'s oneDNN backend), because
+    Paddle refuses a PyLayer's gradient for a parameter that ``paddle.grad`` was not asked for.
+    None: ``fastconv.grad_companions(critic)`` (its parameters when it is a Layer and oneDNN
+    convolves; pass them when ``critic`` is a function around a Layer).
     """
+    if also is None:
+        also = fastconv.grad_companions(critic)
     n = real.shape[0]
     if epsilon is None:
         epsilon = paddle.rand([n, 1, 1, 1], dtype=real.dtype)
@@ -91,7 +101,7 @@ def gradient_penalty(critic, real, fake, epsilon=None, loss_scale=None):
     total = (scores.astype("float32") if scores.dtype in _HALF else scores).sum()
     if loss_scale is not None:
         total = total * loss_scale
-    (grads,) = paddle.grad(outputs=total, inputs=x_hat, create_graph=True)
+    grads = paddle.grad(outputs=total, inputs=[x_hat, *also], create_graph=True, allow_unused=True)[0]
     if grads.dtype in _HALF:
         grads = grads.astype("float32")
     if loss_scale is not None:
@@ -101,9 +111,9 @@ def gradient_penalty(critic, real, fake, epsilon=None, loss_scale=None):
     return paddle.mean((norms - 1.0) ** 2)
 
 
-def gp_term(critic, real, fake, loss_scale=None):
+def gp_term(critic, real, fake, loss_scale=None, also=None):
     """The gradient penalty as a regulariser (the registry's calling convention)."""
-    return gradient_penalty(critic, real, fake, loss_scale=loss_scale)
+    return gradient_penalty(critic, real, fake, loss_scale=loss_scale, also=also)
 
 
 @dataclass(frozen=True)
@@ -111,7 +121,7 @@ class Regulariser:
     """A penalty on D added to its loss as ``weight * term``; ``weight_key`` names its weight
     in the config (0 turns it off)."""
 
-    term: Callable  # (critic, real, fake, loss_scale) -> scalar
+    term: Callable  # (critic, real, fake, loss_scale, also) -> scalar; see gradient_penalty
     weight_key: str
 
 

@@ -22,6 +22,7 @@ import paddle_gan_kit  # noqa: F401  (sets CPU threads before Paddle loads)
 import numpy as np
 
 from data_prep.files import write_png
+from paddle_gan_kit import fastconv
 from paddle_gan_kit.errors import ArgumentParser, GanKitError, cli_entry
 from paddle_gan_kit.images import upscale
 from paddle_gan_kit.latent import DEFAULT_BATCH_SIZE, generate_images, latents_for_seeds
@@ -180,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
 @cli_entry
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    fastconv.configure_from_flag(args.conv_backend)
     result = sample(args.run, n=args.n, seed=args.seed, grid=args.grid, out=args.out,
                     snapshot=args.snapshot, scale=args.scale, ncols=args.cols, batch_size=args.batch_size)
     if result["grid"]:

@@ -13,7 +13,7 @@ import contextlib
 import numpy as np
 import paddle
 
-from paddle_gan_kit import losses
+from paddle_gan_kit import fastconv, losses
 from paddle_gan_kit.errors import GanKitError
 from paddle_gan_kit.latent import prior_tensor
 from paddle_gan_kit.models import build_discriminator, build_generator, load_weights, state_arrays
@@ -135,7 +135,7 @@ class AdversarialStep:
                 # under float16 the penalty's inner backward is scaled like the loss, so small
                 # input gradients do not underflow; the norm is taken in float32 after unscaling
                 loss_scale = self.scalers["d"].scale(paddle.ones([])) if self.scalers else None
-                terms[name] = reg.term(self._d, real, fake, loss_scale=loss_scale)
+                terms[name] = reg.term(self._d, real, fake, loss_scale=loss_scale, also=self._grad_companions())
                 loss_d = loss_d + getattr(cfg, reg.weight_key) * terms[name]
             self._update(self.opt_d, loss_d, "d")
         fake = fake if reuse else self._g(self.noise(cfg.batch_size))
@@ -148,6 +148,11 @@ class AdversarialStep:
         values.update({k: v.detach() for k, v in loss.report(d_real.detach(), d_fake.detach()).items()})
         values.update({k: v.detach() for k, v in terms.items()})
         return values
+
+    def _grad_companions(self) -> list:
+        """What a penalty's inner gradient must also be taken for (``self._d`` is a function
+        around D, so ``fastconv.grad_companions`` is asked about D itself)."""
+        return fastconv.grad_companions(self.discriminator)
 
     def _autocast(self):
         if self.cfg.amp == "off":

@@ -32,6 +32,8 @@ FLAGS = {
     "seed": ("--seed", int, "seed of weights, noise and data order"),
     "device": ("--device", str, "auto, gpu or cpu"),
     "amp": ("--amp", str, "GPU mixed precision: off, float16 or bfloat16 (default off)"),
+    "conv_backend": ("--conv-backend", str, "CPU convolutions: auto (oneDNN when it builds, else Paddle's), onednn "
+                                            "or paddle (default auto)"),
     "snapshot_every": ("--snapshot-every", int, "steps between snapshots"),
     "sample_every": ("--sample-every", int, "steps between sample grids"),
     "log_every": ("--log-every", int, "steps between logged losses"),

@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import os
 import signal
+import sys
 import threading
 import time
 import warnings
@@ -21,7 +22,7 @@ import numpy as np
 import paddle
 
 from data_prep import files
-from paddle_gan_kit import monitor
+from paddle_gan_kit import fastconv, monitor
 from paddle_gan_kit.config import MODELS, TrainConfig
 from paddle_gan_kit.data import BatchOrder, load_images, prepare_root_of, to_tensor_batch
 from paddle_gan_kit.errors import GanKitError
@@ -139,6 +140,8 @@ class Trainer:
         self.device, notice = select_device(cfg.device)
         check_device_options(cfg, self.device, self.world_size)
         paddle.set_device(self.device)
+        convolutions = fastconv.configure(cfg.conv_backend, self.device,
+                                          progress=(lambda line: print(line, file=sys.stderr)) if self.rank == 0 else None)
         self.data = load_images(cfg.data, cfg.size, fit=cfg.fit, gems_count=cfg.gems_count,
                                 prepare_root=prepare_root_of(self.run.dir), progress=progress and self.rank == 0)
         self.cfg = cfg = dataclasses.replace(cfg, channels=cfg.channels or self.data.channels)
@@ -148,10 +151,10 @@ class Trainer:
             self.reporter = monitor.RunReporter(self.run, cfg, progress, self._evaluator())
         else:
             self.reporter = monitor.Reporter()
-        for line in [notice] + [f"snapshot {path} is corrupt or incomplete; resuming from the previous complete "
-                                f"one ({why})" for path, why in (found.skipped if found else [])]:
-            if line:
-                self.reporter.info(line)
+        skipped = [f"snapshot {path} is corrupt or incomplete; resuming from the previous complete one ({why})"
+                   for path, why in (found.skipped if found else [])]
+        for line in filter(None, [notice, convolutions, *skipped]):
+            self.reporter.info(line)
         self.objective = AdversarialStep(cfg, self.world_size)
         self.fixed_noise = draw_latents(np.random.default_rng([cfg.seed, 1]), cfg.n_samples, cfg.z_dim, cfg.z_dist)
         self.step, self.history, self.setting_changes = 0, [], []
@@ -287,6 +290,7 @@ class Trainer:
             "best": self.reporter.best,
             "config": self.cfg.to_dict(),
             "world_size": self.world_size,
+            "conv_backend": fastconv.backend(),
             "paddle_version": paddle.__version__,
         }
 
@@ -314,6 +318,10 @@ class Trainer:
         self.history = list(payload["history"])
         self.setting_changes = list(payload.get("setting_changes") or [])
         self.reporter.best = payload.get("best")
+        saved_backend = payload.get("conv_backend", "paddle")
+        if saved_backend != fastconv.backend():
+            self.reporter.info(f"the snapshot was written with {saved_backend} convolutions and training goes on with "
+                               f"{fastconv.backend()}'s: it continues within float tolerance, not bit for bit")
         saved_world = int(payload.get("world_size", 1))
         if saved_world == self.world_size:
             self.order.set_state_dict(payload["data_order"])

@@ -1,16 +1,18 @@
-"""Layers that avoid Paddle's slow broadcasting on the CPU, and a double-backward-capable norm.
+"""The models' convolutions (on the process's convolution backend) and a double-backward-capable norm.
 
-Paddle's CPU elementwise kernels are fast when the smaller operand broadcasts along the leading
-or trailing axes, but several times slower when a (1, C, 1, 1) tensor is broadcast into
-(N, C, H, W) (the README's "Speed" section has the numbers). ``nn.Conv2D`` and
-``nn.Conv2DTranspose`` add their bias that slow way, so the models use the subclasses below,
-which keep the same parameters (names, shapes, initialisation) and add the bias through the view.
+``Conv2D`` and ``Conv2DTranspose`` keep ``nn.Conv2D``'s and ``nn.Conv2DTranspose``'s parameters
+(names, shapes, initialisation, so snapshots load either way) but convolve through
+``fastconv`` (oneDNN's kernels on the CPU when they built, else Paddle's own) and add the bias
+through a (N, C, H*W) view: Paddle's CPU elementwise kernels are fast when the smaller operand
+broadcasts along leading or trailing axes and several times slower for the (1, C, 1, 1)
+broadcast ``nn.Conv2D`` uses (the README's "Speed" section has the numbers).
 """
 from __future__ import annotations
 
 import paddle
-import paddle.nn.functional as F
 from paddle import nn
+
+from paddle_gan_kit import fastconv
 
 
 def add_channel_bias(x, bias):
@@ -28,20 +30,21 @@ class _ChannelBiasConv:
         self.conv_stride, self.conv_padding = stride, padding
 
     def forward(self, x):
-        out = self.convolve(x, self.weight, None, stride=self.conv_stride, padding=self.conv_padding)
+        out = self.convolve(x, self.weight, stride=self.conv_stride, padding=self.conv_padding)
         return out if self.bias is None else add_channel_bias(out, self.bias)
 
 
 class Conv2D(_ChannelBiasConv, nn.Conv2D):
-    """``nn.Conv2D`` (NCHW, same parameters) whose bias is added by ``add_channel_bias``."""
+    """``nn.Conv2D`` (NCHW, same parameters) on the convolution backend, bias by ``add_channel_bias``."""
 
-    convolve = staticmethod(F.conv2d)
+    convolve = staticmethod(fastconv.conv2d)
 
 
 class Conv2DTranspose(_ChannelBiasConv, nn.Conv2DTranspose):
-    """``nn.Conv2DTranspose`` (NCHW, same parameters) whose bias is added by ``add_channel_bias``."""
+    """``nn.Conv2DTranspose`` (NCHW, same parameters) on the convolution backend, bias by
+    ``add_channel_bias``."""
 
-    convolve = staticmethod(F.conv2d_transpose)
+    convolve = staticmethod(fastconv.conv2d_transpose)
 
 
 class SampleLayerNorm(nn.Layer):

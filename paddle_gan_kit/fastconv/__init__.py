@@ -1,0 +1,207 @@
+"""Fast CPU convolutions: oneDNN's direct kernels as Paddle custom operators, with fallback.
+
+Paddle's eager CPU convolution is im2col plus one GEMM per sample. The Paddle wheel ships
+oneDNN, whose direct convolution kernels do the same maths faster; ``onednn_conv.cc`` exposes
+its three products (forward, backward-data, backward-weights) as custom operators, built once
+per machine (``builder.py``). Each product's derivatives are the other two, so the PyLayers below
+chain them into ``conv2d`` and ``conv2d_transpose`` differentiable to any order: the WGAN-GP
+gradient penalty's double backward works through them.
+
+``configure("auto" | "onednn" | "paddle", device)`` chooses the backend once per process:
+``auto`` uses oneDNN on the CPU when the build succeeds and a start-up self-check (a small
+convolution and transposed convolution: outputs, input and weight gradients against Paddle's
+own) passes, and Paddle's convolutions otherwise; the returned line says which and why. The
+models' ``Conv2D``/``Conv2DTranspose`` (``models/layers.py``) call :func:`conv2d` /
+:func:`conv2d_transpose`, which use the chosen backend.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+
+import numpy as np
+import paddle
+import paddle.nn.functional as F
+from paddle.autograd import PyLayer
+
+from paddle_gan_kit.config import CONV_BACKEND_ENV
+from paddle_gan_kit.errors import GanKitError
+from paddle_gan_kit.fastconv.builder import BuildError, build
+
+BACKENDS = ("auto", "onednn", "paddle")
+_state = {"backend": "paddle", "ops": None}
+
+
+def backend() -> str:
+    """The convolution backend in use in this process: "onednn" or "paddle"."""
+    return _state["backend"]
+
+
+def _pair(value) -> list[int]:
+    return [int(value), int(value)] if isinstance(value, int) else [int(v) for v in value]
+
+
+# ---- the three products, chained so that each one's gradients are the other two -------------
+
+class _Forward(PyLayer):
+    """Y = conv(X, W)."""
+
+    @staticmethod
+    def forward(ctx, x, w, strides, pads):
+        ctx.save_for_backward(x, w)
+        ctx.geometry = (strides, pads)
+        return _state["ops"].pgk_conv_forward(x, w, strides, pads)
+
+    @staticmethod
+    def backward(ctx, dy):
+        x, w = ctx.saved_tensor()
+        strides, pads = ctx.geometry
+        dx = _BackwardData.apply(dy, w, strides, pads, list(x.shape[2:])) if not x.stop_gradient else None
+        dw = _BackwardWeights.apply(x, dy, strides, pads, list(w.shape[2:])) if not w.stop_gradient else None
+        return dx, dw
+
+
+class _BackwardData(PyLayer):
+    """DX = conv^T(DY, W): the input gradient of a convolution, and a transposed convolution."""
+
+    @staticmethod
+    def forward(ctx, dy, w, strides, pads, in_hw):
+        ctx.save_for_backward(dy, w)
+        ctx.geometry = (strides, pads)
+        return _state["ops"].pgk_conv_backward_data(dy, w, strides, pads, in_hw)
+
+    @staticmethod
+    def backward(ctx, g):
+        dy, w = ctx.saved_tensor()
+        strides, pads = ctx.geometry
+        d_dy = _Forward.apply(g, w, strides, pads) if not dy.stop_gradient else None
+        dw = _BackwardWeights.apply(g, dy, strides, pads, list(w.shape[2:])) if not w.stop_gradient else None
+        return d_dy, dw
+
+
+class _BackwardWeights(PyLayer):
+    """DW = the weight gradient of a convolution with input X and output gradient DY."""
+
+    @staticmethod
+    def forward(ctx, x, dy, strides, pads, k_hw):
+        ctx.save_for_backward(x, dy)
+        ctx.geometry = (strides, pads)
+        return _state["ops"].pgk_conv_backward_weights(x, dy, strides, pads, k_hw)
+
+    @staticmethod
+    def backward(ctx, g):
+        x, dy = ctx.saved_tensor()
+        strides, pads = ctx.geometry
+        dx = _BackwardData.apply(dy, g, strides, pads, list(x.shape[2:])) if not x.stop_gradient else None
+        d_dy = _Forward.apply(x, g, strides, pads) if not dy.stop_gradient else None
+        return dx, d_dy
+
+
+# ---- what the models call --------------------------------------------------------------------
+
+def _ours(x) -> bool:
+    """oneDNN takes float32 tensors on the CPU when it is the backend; Paddle takes the rest."""
+    return _state["backend"] == "onednn" and x.dtype == paddle.float32 and x.place.is_cpu_place()
+
+
+def conv2d(x, weight, stride=1, padding=0):
+    """A convolution without bias: x (N, IC, H, W), weight (OC, IC, KH, KW), as ``F.conv2d``."""
+    if not _ours(x):
+        return F.conv2d(x, weight, None, stride=stride, padding=padding)
+    return _Forward.apply(x, weight, _pair(stride), _pair(padding))
+
+
+def conv2d_transpose(x, weight, stride=1, padding=0):
+    """A transposed convolution without bias: x (N, IC, H, W), weight (IC, OC, KH, KW) (Paddle's
+    ``Conv2DTranspose`` layout), as ``F.conv2d_transpose`` without output padding."""
+    if not _ours(x):
+        return F.conv2d_transpose(x, weight, None, stride=stride, padding=padding)
+    strides, pads = _pair(stride), _pair(padding)
+    out_hw = [(x.shape[2 + i] - 1) * strides[i] - 2 * pads[i] + weight.shape[2 + i] for i in range(2)]
+    return _BackwardData.apply(x, weight, strides, pads, out_hw)
+
+
+def grad_companions(layer) -> list:
+    """What ``paddle.grad`` must also be asked for when it differentiates through ``layer`` for
+    its input only: the layer's trainable parameters when oneDNN convolves (its convolutions are
+    PyLayers, whose parameter gradients Paddle refuses unless asked for), else nothing."""
+    if _state["backend"] != "onednn" or not isinstance(layer, paddle.nn.Layer):
+        return []
+    return [p for p in layer.parameters() if not p.stop_gradient]
+
+
+# ---- choosing the backend ----------------------------------------------------------------------
+
+def self_check() -> str | None:
+    """None when oneDNN's convolution and transposed convolution give Paddle's outputs, input
+    gradients and weight gradients on small random inputs (to 1e-4); else what differs."""
+    rng = np.random.default_rng(0)
+    cases = [(conv2d, F.conv2d, (2, 3, 9, 9), (4, 3, 4, 4)),
+             (conv2d_transpose, F.conv2d_transpose, (2, 4, 5, 5), (4, 3, 4, 4))]
+    for ours, reference, x_shape, w_shape in cases:
+        x_np, w_np = rng.standard_normal(x_shape).astype(np.float32), rng.standard_normal(w_shape).astype(np.float32)
+        results = []
+        for fn in (ours, reference):
+            x = paddle.to_tensor(x_np, stop_gradient=False)
+            w = paddle.to_tensor(w_np, stop_gradient=False)
+            y = fn(x, w, stride=2, padding=1)
+            probe = paddle.to_tensor(np.linspace(-1, 1, int(np.prod(y.shape)), dtype=np.float32).reshape(y.shape))
+            dx, dw = paddle.grad((y * probe).sum(), [x, w])
+            results.append([y.numpy(), dx.numpy(), dw.numpy()])
+        for what, a, b in zip(("output", "input gradient", "weight gradient"), *results):
+            if a.shape != b.shape or not np.allclose(a, b, rtol=1e-4, atol=1e-5):
+                return f"{ours.__name__} {what} differs from Paddle's"
+    return None
+
+
+def configure(choice: str, device: str, progress=None) -> str:
+    """Choose the convolution backend for this process; returns one line saying which and why.
+
+    ``choice``: "auto" (oneDNN on the CPU when it builds and checks out, else Paddle),
+    "onednn" (a one-line error where it cannot work) or "paddle". ``device``: Paddle's device
+    string; oneDNN is for the CPU only.
+    """
+    if choice not in BACKENDS:
+        raise GanKitError(f"unknown conv backend {choice!r}; choose one of {', '.join(BACKENDS)}")
+    _state["backend"] = "paddle"
+    if choice == "paddle":
+        return "convolutions: Paddle's own (conv_backend paddle)"
+    reason = None
+    if not device.startswith("cpu"):
+        reason = f"oneDNN convolutions are for the CPU and this run is on {device}"
+    else:
+        try:
+            _state["ops"] = build(progress)
+            _state["backend"] = "onednn"
+            reason = self_check()
+        except BuildError as exc:
+            reason = str(exc)
+        if reason is not None:
+            _state["backend"] = "paddle"
+    if reason is None:
+        return "convolutions: oneDNN (direct kernels, built for this machine; conv_backend auto|onednn|paddle)"
+    if choice == "onednn":
+        raise GanKitError(f"--conv-backend onednn: {reason}; use --conv-backend auto or paddle")
+    return f"convolutions: Paddle's own, because {reason}"
+
+
+def configure_from_flag(choice: str | None) -> str:
+    """``configure`` for the command-line tools that generate images: ``choice`` from their
+    ``--conv-backend`` flag, else $PADDLE_GAN_KIT_CONV_BACKEND, else auto; on Paddle's device."""
+    choice = choice or os.environ.get(CONV_BACKEND_ENV) or "auto"
+    return configure(choice, paddle.device.get_device(), progress=lambda line: print(line, file=sys.stderr))
+
+
+@contextlib.contextmanager
+def using(name: str):
+    """Run the block on backend ``name`` ("paddle" for exports, which must not contain our
+    operators), then restore the process's backend."""
+    previous = _state["backend"]
+    if name == "onednn" and _state["ops"] is None:
+        raise GanKitError("oneDNN convolutions were never built in this process; call fastconv.configure first")
+    _state["backend"] = name
+    try:
+        yield
+    finally:
+        _state["backend"] = previous

@@ -1,0 +1,151 @@
+"""oneDNN convolutions (fastconv): the same numbers as Paddle's own at every size the models use,
+the gradient penalty's double backward through them, a full training step, and the fallback
+when they cannot be built."""
+import os
+
+import numpy as np
+import paddle
+import pytest
+
+import paddle_gan_kit
+from paddle_gan_kit import fastconv, losses
+from paddle_gan_kit.config import COMMON_SIZES, CONV_BACKEND_ENV, TrainConfig
+from paddle_gan_kit.errors import GanKitError
+from paddle_gan_kit.models import build_discriminator, build_generator, init_weights
+from paddle_gan_kit.models.dcgan import Discriminator
+from conftest import assert_one_line_error, run_cli, tiny_config
+
+pytestmark = pytest.mark.skipif(os.environ.get(CONV_BACKEND_ENV) == "paddle",
+                                reason="this run of the suite is the one on Paddle's convolutions only")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def onednn():
+    """This process on the oneDNN backend (built once per test session); restored afterwards."""
+    line = fastconv.configure("onednn", "cpu")
+    assert fastconv.backend() == "onednn", line
+    yield
+    fastconv.configure("paddle", "cpu")
+
+
+def close(a, b, rtol=1e-5):
+    """Equal up to ``rtol`` of the larger magnitude: float32 sums in another order."""
+    scale = max(float(np.abs(b).max()), 1e-12)
+    return a.shape == b.shape and float(np.abs(a - b).max()) <= rtol * scale
+
+
+def outputs_and_gradients(net, x, backend):
+    with fastconv.using(backend):
+        for p in net.parameters():
+            p.clear_gradient(False)
+        x = paddle.to_tensor(x, stop_gradient=False)
+        y = net(x)
+        probe = paddle.to_tensor(np.cos(np.arange(int(np.prod(y.shape)), dtype=np.float32)).reshape(y.shape))
+        (y * probe).sum().backward()
+        return [y.numpy(), x.grad.numpy()] + [p.grad.numpy() for p in net.parameters() if p.grad is not None]
+
+
+@pytest.mark.parametrize("size", COMMON_SIZES)
+@pytest.mark.parametrize("channels", [1, 3])
+def test_generator_and_critic_equal_paddles_at_every_size(size, channels):
+    """Outputs, input gradients and every weight gradient of G and D, against Paddle's own
+    convolutions with the same weights: every conv and transposed-conv geometry the models use."""
+    cfg = TrainConfig(model="wgan_gp", size=size, channels=channels, z_dim=8, g_channels=4, d_channels=4,
+                      max_channels=16, d_norm="none").resolve()
+    paddle.seed(size)
+    rng = np.random.default_rng(size)
+    for net, x in ((build_generator(cfg), rng.standard_normal((2, 8)).astype(np.float32)),
+                   (build_discriminator(cfg), rng.uniform(-1, 1, (2, channels, size, size)).astype(np.float32))):
+        ours, reference = outputs_and_gradients(net, x, "onednn"), outputs_and_gradients(net, x, "paddle")
+        assert len(ours) == len(reference) > 3
+        for i, (a, b) in enumerate(zip(ours, reference)):
+            assert close(a, b), (type(net).__name__, size, channels, i, float(np.abs(a - b).max()))
+
+
+@pytest.mark.parametrize("norm", ["layer", "instance", "none"])
+def test_gradient_penalty_double_backward_equals_paddles(norm):
+    paddle.seed(3)
+    critic = init_weights(Discriminator(32, 3, 8, 32, norm))
+    real, fake = paddle.randn([4, 3, 32, 32]), paddle.randn([4, 3, 32, 32])
+    eps = paddle.rand([4, 1, 1, 1])
+    results = []
+    for backend in ("onednn", "paddle"):
+        with fastconv.using(backend):
+            for p in critic.parameters():
+                p.clear_gradient(False)
+            gp = losses.gradient_penalty(critic, real, fake, eps)
+            gp.backward()
+            results.append([float(gp)] + [p.grad.numpy() for p in critic.parameters() if p.grad is not None])
+    assert results[0][0] == pytest.approx(results[1][0], rel=1e-5)
+    assert len(results[0]) == len(results[1]) > 4
+    for a, b in zip(results[0][1:], results[1][1:]):
+        assert close(a, b, rtol=1e-5)
+
+
+def first_step_gradients(cfg):
+    """Every parameter gradient the optimizers see in the first training step."""
+    from paddle_gan_kit.trainer import Trainer
+
+    trainer = Trainer(cfg, progress=False)
+    grads = {}
+    nets = trainer.objective
+    for name, opt, model in (("d", nets.opt_d, nets.discriminator), ("g", nets.opt_g, nets.generator)):
+        def step(original=opt.step, name=name, model=model):
+            grads.setdefault(name, [p.grad.numpy().copy() for p in model.parameters() if p.grad is not None])
+            original()
+        opt.step = step
+    values = {k: float(v) for k, v in trainer.train_step().items()}
+    return grads, values, fastconv.backend()
+
+
+@pytest.mark.parametrize("model", ["dcgan", "wgan_gp"])
+def test_a_training_step_equals_paddles(tmp_path, tiny_npy, model):
+    runs = [first_step_gradients(tiny_config(tmp_path / backend, model, tiny_npy, n_critic=2, conv_backend=backend))
+            for backend in ("onednn", "paddle")]
+    (grads_a, values_a, backend_a), (grads_b, values_b, backend_b) = runs
+    assert (backend_a, backend_b) == ("onednn", "paddle")
+    for key in values_b:
+        assert values_a[key] == pytest.approx(values_b[key], rel=1e-4, abs=1e-6), key
+    for part in ("d", "g"):
+        assert len(grads_a[part]) == len(grads_b[part]) > 2
+        for a, b in zip(grads_a[part], grads_b[part]):
+            assert close(a, b, rtol=1e-4)
+
+
+def test_a_failed_build_falls_back_to_paddle_and_says_why(tmp_path, tiny_npy, monkeypatch):
+    def no_compiler(progress=None):
+        raise fastconv.BuildError("g++ was not found")
+
+    monkeypatch.setattr(fastconv, "build", no_compiler)
+    monkeypatch.setitem(fastconv._state, "ops", None)
+    assert fastconv.configure("auto", "cpu") == "convolutions: Paddle's own, because g++ was not found"
+    assert fastconv.backend() == "paddle"
+    with pytest.raises(GanKitError, match="--conv-backend onednn: g.. was not found; use --conv-backend auto or paddle"):
+        fastconv.configure("onednn", "cpu")
+    out = tmp_path / "run"
+    paddle_gan_kit.train(tiny_config(out, "dcgan", tiny_npy, steps=2, conv_backend="auto"), progress=False)
+    assert "convolutions: Paddle's own, because g++ was not found" in (out / "train.log").read_text()
+    assert "are for the CPU and this run is on gpu:0" in fastconv.configure("auto", "gpu:0")
+
+
+def test_missing_headers_from_the_command_line(tmp_path, tiny_npy):
+    """Without oneDNN's headers: auto trains on Paddle's convolutions and says why; onednn is
+    one line (a fresh cache, so nothing built earlier is reused)."""
+    env = {"PADDLE_GAN_KIT_ONEDNN_INCLUDE": str(tmp_path / "nowhere"), "PADDLE_GAN_KIT_CACHE": str(tmp_path / "cache")}
+    base = ["--data", tiny_npy, "--steps", 1, "--size", 16, "--batch-size", 8, "--set", "g_channels=8",
+            "--set", "d_channels=8", "--no-progress"]
+    result = run_cli("paddle_gan_kit.train", *base, "--out", tmp_path / "a", "--conv-backend", "onednn", env=env)
+    assert_one_line_error(result, "--conv-backend onednn:", "holds no oneapi/dnnl/dnnl.hpp", "use --conv-backend auto")
+    result = run_cli("paddle_gan_kit.train", *base, "--out", tmp_path / "b", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "convolutions: Paddle's own, because PADDLE_GAN_KIT_ONEDNN_INCLUDE=" in result.stderr
+
+
+def test_a_run_moved_between_backends_continues_and_says_so(tmp_path, tiny_npy):
+    out = tmp_path / "run"
+    paddle_gan_kit.train(tiny_config(out, "dcgan", tiny_npy, steps=2, conv_backend="paddle"), progress=False)
+    paddle_gan_kit.train(tiny_config(out, "dcgan", tiny_npy, steps=4, conv_backend="onednn"), resume=True,
+                         progress=False)
+    log = (out / "train.log").read_text()
+    assert "with changed settings: steps 2 -> 4; conv_backend 'paddle' -> 'onednn'" in log
+    assert "written with paddle convolutions and training goes on with onednn's: it continues within float" in log
