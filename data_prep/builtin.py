@@ -41,7 +41,7 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     return body.reshape(shape)
 
 
-def _resize_all(images: np.ndarray, size: int) -> np.ndarray:
+def resize_all(images: np.ndarray, size: int) -> np.ndarray:
     """uint8 (N, h, w) → (N, size, size, 1): INTER_AREA to shrink, INTER_CUBIC to enlarge."""
     n, h, w = images.shape
     if (h, w) == (size, size):
@@ -112,4 +112,4 @@ def load_builtin(name: str, size: int, cache_dir: str | os.PathLike | None = Non
     else:
         raise DataPrepError(f"unknown builtin dataset {name!r}; choose one of "
                             f"{', '.join(BUILTIN)}, or prepare your own with python -m data_prep")
-    return _resize_all(images, int(size)), labels
+    return resize_all(images, int(size)), labels

@@ -17,6 +17,7 @@ from dataclasses import dataclass, fields
 import yaml
 
 from data_prep.files import write_text_atomic
+from paddle_gan_kit import augment
 from paddle_gan_kit.errors import GanKitError
 
 CONV_BACKEND_ENV = "PADDLE_GAN_KIT_CONV_BACKEND"
@@ -59,13 +60,21 @@ class TrainConfig:
     g_channels: int = 64  # generator width at the last upsampling stage (DCGAN's ngf)
     d_channels: int = 64  # discriminator/critic width at its first conv (DCGAN's ndf)
     max_channels: int = 512  # cap on the widest stage (the DCGAN paper's 1024 is 16x the cost)
-    # norm after each inner D conv: "batch" (DCGAN), "layer" (WGAN-GP paper), "instance", "none"
+    # norm after each inner D conv: "batch" (DCGAN), "layer" (WGAN-GP paper), "instance", "none",
+    # or "spectral": every D weight divided by its spectral norm (SNGAN, Miyato et al. 2018)
     d_norm: typing.Optional[str] = None
+    # how G doubles the side: "transposed" (DCGAN's 4x4 stride-2) or "nearest" (upsample + 3x3
+    # conv, which avoids the checkerboard, Odena et al. 2016)
+    g_upsample: str = "transposed"
 
     # --- objective -----------------------------------------------------------------------
-    loss: typing.Optional[str] = None  # "nonsaturating" (DCGAN) or "wasserstein" (WGAN-GP)
+    loss: typing.Optional[str] = None  # "nonsaturating" (DCGAN), "wasserstein" (WGAN-GP) or "hinge" (SNGAN)
     gp_weight: typing.Optional[float] = None  # gradient penalty weight lambda on interpolates; 0 = off
+    r1_gamma: float = 0.0  # R1 penalty gamma/2 E|grad D(real)|^2 (Mescheder et al. 2018); 0 = off
     label_smoothing: float = 0.0  # one-sided: real target 1 - this (Salimans et al. 2016: 0.1)
+    # DiffAugment (Zhao et al. 2020) of everything D sees: any of "color,translation,cutout"; "" = off
+    augment: str = ""
+    augment_p: float = 1.0  # probability that an image D sees is augmented
 
     # --- optimisation --------------------------------------------------------------------
     steps: int = 10000  # total generator updates of the run; --resume continues up to this
@@ -75,7 +84,10 @@ class TrainConfig:
     beta1: typing.Optional[float] = None  # Adam beta1; None: 0.5 DCGAN, 0.0 WGAN-GP paper
     beta2: typing.Optional[float] = None  # Adam beta2; None: 0.999 DCGAN, 0.9 WGAN-GP paper
     n_critic: typing.Optional[int] = None  # D/critic updates per G update; None: 1 / 5
-    ema_decay: float = 0.0  # EMA of G's weights per step (0 = off; 0.999 is common)
+    ema_decay: float = 0.0  # EMA of G's weights per step (0 = off; 0.999 is common); samples use it
+    # EMA ramp-up: the EMA's half-life is at most this fraction of the steps so far, so early
+    # weights fade (StyleGAN2-ADA: 0.05); 0 = the fixed decay from step 1
+    ema_rampup: float = 0.0
     seed: int = 0  # seeds weights, noise and data order; a run is reproducible from it
     sync_bn: bool = False  # several ranks: BatchNorm statistics over the global batch (SyncBatchNorm)
     device: str = "auto"  # "auto" (GPU when Paddle has CUDA and a GPU), "gpu" or "cpu"
@@ -92,8 +104,9 @@ class TrainConfig:
     log_every: int = 25  # read losses back and log them every this many steps
     eval_every: int = 0  # FID/KID every this many steps, keeping snapshots/best.* (0 = off)
     eval_n: int = 1000  # generated and real images per evaluation (FID is biased up for small n)
-    eval_extractor: str = "auto"  # "auto" (classifier for labelled grayscale data, else inception)
-    eval_weights: typing.Optional[str] = None  # InceptionV3 weights file (or $PADDLE_GAN_KIT_INCEPTION_WEIGHTS)
+    # "auto" (classifier for labelled grayscale data, else inception), "mobilenet_v2" (offline colour)
+    eval_extractor: str = "auto"
+    eval_weights: typing.Optional[str] = None  # the extractor's weights file (or its environment variable)
 
     def resolve(self) -> "TrainConfig":
         """A copy with the model's preset filled in and ``out`` set; validates every field."""
@@ -121,18 +134,19 @@ class TrainConfig:
 # VisualDL), and the data path (AI Studio mounts the same dataset under new paths).
 RESUMABLE_KEYS = frozenset(
     {"steps", "snapshot_every", "keep_snapshots", "sample_every", "log_every", "device", "out",
-     "eval_every", "eval_weights", "amp", "lr_g", "lr_d", "gp_weight", "data", "conv_backend"}
+     "eval_every", "eval_weights", "amp", "lr_g", "lr_d", "gp_weight", "r1_gamma", "data", "conv_backend"}
 )
 
 _CHOICES = {
     "z_dist": ("normal", "uniform"),
-    "d_norm": ("batch", "layer", "instance", "none"),
-    "loss": ("nonsaturating", "wasserstein"),
+    "d_norm": ("batch", "layer", "instance", "none", "spectral"),
+    "g_upsample": ("transposed", "nearest"),
+    "loss": ("nonsaturating", "wasserstein", "hinge"),
     "device": ("auto", "gpu", "cpu"),
     "amp": ("off", "float16", "bfloat16"),
     "conv_backend": ("auto", "onednn", "paddle"),
     "fit": ("crop", "pad", "stretch"),
-    "eval_extractor": ("auto", "inception", "classifier"),
+    "eval_extractor": ("auto", "inception", "classifier", "mobilenet_v2"),
 }
 
 # Keys of earlier versions: what they became, for configs and snapshots written by them.
@@ -251,6 +265,14 @@ def validate(cfg: TrainConfig) -> None:
             raise GanKitError(f"{key} must be in [0, 1), got {value}")
     if cfg.gp_weight is not None and cfg.gp_weight < 0:
         raise GanKitError(f"gp_weight must be >= 0, got {cfg.gp_weight}")
+    if cfg.r1_gamma < 0 or cfg.ema_rampup < 0:
+        raise GanKitError(f"r1_gamma and ema_rampup must be >= 0, got {cfg.r1_gamma} and {cfg.ema_rampup}")
+    bad = augment.unknown(cfg.augment)
+    if bad:
+        raise GanKitError(f"unknown augmentation {bad[0]!r} in augment; use any of {','.join(augment.AUGMENTS)} "
+                          "(comma-separated), e.g. --set augment=translation,cutout,color")
+    if not 0.0 < cfg.augment_p <= 1.0:
+        raise GanKitError(f"augment_p must be in (0, 1], got {cfg.augment_p}")
 
 
 def load_yaml(path: str) -> dict:

@@ -46,6 +46,22 @@ def g_loss_wasserstein(fake_scores):
     return -fake_scores.mean()
 
 
+def d_loss_hinge(real_scores, fake_scores, label_smoothing: float = 0.0):
+    """Hinge loss of D (Lim & Ye 2017; SNGAN, Miyato et al. 2018): E[relu(1 - D(x))] +
+    E[relu(1 + D(G(z)))]. (Label smoothing has no meaning for margins and is ignored.)"""
+    return F.relu(1.0 - real_scores).mean() + F.relu(1.0 + fake_scores).mean()
+
+
+def g_loss_hinge(fake_scores):
+    """G's loss with the hinge D loss: -E[D(G(z))]."""
+    return -fake_scores.mean()
+
+
+def report_scores(real_scores, fake_scores) -> dict:
+    """Mean raw D scores of each side (a margin-based D has no probabilities)."""
+    return {"d_real": real_scores.mean(), "d_fake": fake_scores.mean()}
+
+
 def report_probabilities(real_logits, fake_logits) -> dict:
     """Mean D(x) and D(G(z)) as probabilities: how sure D is of each side."""
     return {"d_real": F.sigmoid(real_logits).mean(), "d_fake": F.sigmoid(fake_logits).mean()}
@@ -69,6 +85,7 @@ class Loss:
 LOSSES: dict[str, Loss] = {
     "nonsaturating": Loss(d_loss_nonsaturating, g_loss_nonsaturating, report_probabilities, "loss_d"),
     "wasserstein": Loss(critic_loss_wasserstein, g_loss_wasserstein, report_wasserstein, "loss_critic"),
+    "hinge": Loss(d_loss_hinge, g_loss_hinge, report_scores, "loss_d"),
 }
 
 
@@ -90,30 +107,49 @@ def gradient_penalty(critic, real, fake, epsilon=None, loss_scale=None, also=Non
     None: ``fastconv.grad_companions(critic)`` (its parameters when it is a Layer and oneDNN
     convolves; pass them when ``critic`` is a function around a Layer).
     """
-    if also is None:
-        also = fastconv.grad_companions(critic)
     n = real.shape[0]
     if epsilon is None:
         epsilon = paddle.rand([n, 1, 1, 1], dtype=real.dtype)
     x_hat = epsilon * real.detach() + (1.0 - epsilon) * fake.detach()
     x_hat.stop_gradient = False
-    scores = critic(x_hat)
-    total = (scores.astype("float32") if scores.dtype in _HALF else scores).sum()
-    if loss_scale is not None:
-        total = total * loss_scale
-    grads = paddle.grad(outputs=total, inputs=[x_hat, *also], create_graph=True, allow_unused=True)[0]
-    if grads.dtype in _HALF:
-        grads = grads.astype("float32")
-    if loss_scale is not None:
-        grads = grads / loss_scale
+    grads = input_gradients(critic, x_hat, loss_scale, also)
     # the small offset keeps sqrt differentiable should a gradient be exactly zero
     norms = paddle.sqrt(paddle.sum(grads.reshape([n, -1]) ** 2, axis=1) + 1e-12)  # (N,)
     return paddle.mean((norms - 1.0) ** 2)
 
 
+def input_gradients(critic, x, loss_scale=None, also=None):
+    """grad_x sum(critic(x)) with the graph kept, float32, unscaled; see ``gradient_penalty``
+    for ``loss_scale`` and ``also``."""
+    if also is None:
+        also = fastconv.grad_companions(critic)
+    scores = critic(x)
+    total = (scores.astype("float32") if scores.dtype in _HALF else scores).sum()
+    if loss_scale is not None:
+        total = total * loss_scale
+    grads = paddle.grad(outputs=total, inputs=[x, *also], create_graph=True, allow_unused=True)[0]
+    if grads.dtype in _HALF:
+        grads = grads.astype("float32")
+    return grads / loss_scale if loss_scale is not None else grads
+
+
+def r1_penalty(critic, real, loss_scale=None, also=None):
+    """R1 (Mescheder et al. 2018): 0.5 E[|grad_x D(x)|^2] on real images (N, C, H, W); times
+    gamma it is the paper's gamma/2 E|grad|^2. Differentiable, like the gradient penalty."""
+    x = real.detach()
+    x.stop_gradient = False
+    grads = input_gradients(critic, x, loss_scale, also)
+    return 0.5 * paddle.mean(paddle.sum(grads.reshape([x.shape[0], -1]) ** 2, axis=1))
+
+
 def gp_term(critic, real, fake, loss_scale=None, also=None):
     """The gradient penalty as a regulariser (the registry's calling convention)."""
     return gradient_penalty(critic, real, fake, loss_scale=loss_scale, also=also)
+
+
+def r1_term(critic, real, fake, loss_scale=None, also=None):
+    """R1 as a regulariser (the registry's calling convention; ``fake`` is not used)."""
+    return r1_penalty(critic, real, loss_scale=loss_scale, also=also)
 
 
 @dataclass(frozen=True)
@@ -127,4 +163,5 @@ class Regulariser:
 
 REGULARISERS: dict[str, Regulariser] = {
     "gp": Regulariser(gp_term, "gp_weight"),
+    "r1": Regulariser(r1_term, "r1_gamma"),
 }

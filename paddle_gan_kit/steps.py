@@ -9,13 +9,15 @@ and a registry entry in ``losses.py``; the step and the training loop stay as th
 from __future__ import annotations
 
 import contextlib
+import math
 
 import numpy as np
 import paddle
 
 from paddle_gan_kit import fastconv, losses
+from paddle_gan_kit.augment import DiffAugment
 from paddle_gan_kit.errors import GanKitError
-from paddle_gan_kit.latent import prior_tensor
+from paddle_gan_kit.latent import draw_latents, prior_tensor
 from paddle_gan_kit.models import build_discriminator, build_generator, load_weights, state_arrays
 
 
@@ -78,6 +80,8 @@ class AdversarialStep:
         self.regularisers = [(name, reg) for name, reg in losses.REGULARISERS.items()
                              if getattr(cfg, reg.weight_key) > 0]
         self.batches_per_step = cfg.n_critic
+        self.augment = DiffAugment(cfg.augment, cfg.augment_p)
+        self.updates = 0  # generator updates so far (the EMA's ramp-up counts them)
         # weights are seeded by cfg.seed, identical on every rank
         paddle.seed(cfg.seed)
         self.generator = build_generator(cfg)
@@ -85,7 +89,7 @@ class AdversarialStep:
         if cfg.sync_bn and world_size > 1:
             self.generator = paddle.nn.SyncBatchNorm.convert_sync_batchnorm(self.generator)
             self.discriminator = paddle.nn.SyncBatchNorm.convert_sync_batchnorm(self.discriminator)
-        self.generator_ema = None
+        self.generator_ema, self._calibrated_at = None, None
         if cfg.ema_decay > 0:
             self.generator_ema = build_generator(cfg)
             self.generator_ema.set_state_dict(self.generator.state_dict())
@@ -108,8 +112,15 @@ class AdversarialStep:
 
     @property
     def sampling_generator(self) -> paddle.nn.Layer:
-        """The generator that samples, walks and evaluations use: the EMA one when kept."""
-        return self.generator_ema if self.generator_ema is not None else self.generator
+        """The generator that samples, walks, evaluations and exports use: the EMA one when
+        kept, with BatchNorm statistics measured on its own activations (see
+        ``recalibrate_batchnorm``)."""
+        if self.generator_ema is None:
+            return self.generator
+        if self._calibrated_at != self.updates:
+            recalibrate_batchnorm(self.generator_ema, self.cfg, batch_size=min(self.cfg.batch_size, 64))
+            self._calibrated_at = self.updates
+        return self.generator_ema
 
     # ---- one step ----------------------------------------------------------------------------
     def noise(self, n: int):
@@ -144,6 +155,7 @@ class AdversarialStep:
             self._broadcast_buffers()
         if self.generator_ema is not None:
             self._update_ema()
+        self.updates += 1
         values = {"loss_g": loss_g.detach(), loss.d_name: loss_d.detach()}
         values.update({k: v.detach() for k, v in loss.report(d_real.detach(), d_fake.detach()).items()})
         values.update({k: v.detach() for k, v in terms.items()})
@@ -160,7 +172,9 @@ class AdversarialStep:
         return paddle.amp.auto_cast(enable=True, dtype=self.cfg.amp, level="O1")
 
     def _d(self, images):
-        """D/critic logits or scores (B,) float32; the network itself runs under autocast."""
+        """D/critic logits or scores (B,) float32 of the (augmented) images; the network itself
+        runs under autocast."""
+        images = self.augment(images)
         with self._autocast():
             out = self.D(images)
         return out if self.cfg.amp == "off" else out.astype("float32")
@@ -211,23 +225,34 @@ class AdversarialStep:
                     if p.stop_gradient and id(p) not in trainable:
                         dist.broadcast(p, src=0)
 
-    def _update_ema(self) -> None:
+    def ema_decay(self) -> float:
+        """This update's EMA decay: ``ema_decay``, or with ``ema_rampup`` the decay whose
+        half-life is at most ``ema_rampup`` x the steps so far (StyleGAN2-ADA's ramp-up), so
+        the random initial weights fade from the average early."""
         decay = self.cfg.ema_decay
+        if self.cfg.ema_rampup > 0:
+            half_life = min(math.log(0.5) / math.log(decay), self.cfg.ema_rampup * (self.updates + 1))
+            decay = 0.5 ** (1.0 / max(half_life, 1e-8))
+        return decay
+
+    def _update_ema(self) -> None:
+        # BatchNorm's running statistics are not averaged: they are measured on the EMA
+        # generator itself when it is used (``sampling_generator``)
+        decay = self.ema_decay()
         with paddle.no_grad():
             pairs = zip(self.generator_ema.parameters(), self.generator.parameters(), self._g_trainable)
             for p_ema, p, trainable in pairs:
                 if trainable:
                     paddle.assign(p_ema * decay + p * (1.0 - decay), output=p_ema)
-                else:  # BatchNorm running statistics are copied, as in StyleGAN2-ADA
-                    paddle.assign(p, output=p_ema)
 
     # ---- snapshots -----------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        """Everything of the step a snapshot keeps, as numpy arrays and plain values."""
+        """Everything of the step a snapshot keeps, as numpy arrays and plain values (the EMA
+        generator with its BatchNorm statistics measured, as it samples)."""
         return {
             "generator": state_arrays(self.generator),
             "discriminator": state_arrays(self.discriminator),
-            "generator_ema": state_arrays(self.generator_ema) if self.generator_ema is not None else None,
+            "generator_ema": state_arrays(self.sampling_generator) if self.generator_ema is not None else None,
             "opt_g": portable_optimizer_state(self.opt_g.state_dict(), self.generator),
             "opt_d": portable_optimizer_state(self.opt_d.state_dict(), self.discriminator),
             "amp_scalers": {k: s.state_dict() for k, s in self.scalers.items()} if self.scalers else None,
@@ -235,12 +260,64 @@ class AdversarialStep:
 
     def set_state_dict(self, payload: dict, origin: str) -> None:
         """Restore what :meth:`state_dict` saved (``origin`` names the snapshot in errors)."""
+        self.updates = int(payload["step"])
         load_weights(self.generator, payload["generator"], origin)
         load_weights(self.discriminator, payload["discriminator"], origin)
         if self.generator_ema is not None and payload.get("generator_ema"):
             load_weights(self.generator_ema, payload["generator_ema"], origin)
+            self._calibrated_at = None
         self.opt_g.set_state_dict(restore_optimizer_state(payload["opt_g"], self.generator))
         self.opt_d.set_state_dict(restore_optimizer_state(payload["opt_d"], self.discriminator))
         if self.scalers and payload.get("amp_scalers"):
             for key, scaler in self.scalers.items():
                 scaler.load_state_dict(payload["amp_scalers"][key])
+
+
+def recalibrate_batchnorm(generator: paddle.nn.Layer, cfg, batch_size: int = 64, batches: int = 8) -> None:
+    """Set every BatchNorm's running statistics of ``generator`` to the mean and variance of its
+    input over ``batches`` x ``batch_size`` latents ("standing statistics", Brock et al. 2019).
+
+    An EMA generator's weights are an average, so the statistics of the live generator (or an
+    average of them) do not describe its activations, and its eval-mode samples wash out. The
+    latents come from a private RNG seeded by ``cfg.seed``: the result depends only on the
+    weights, and no global RNG moves. The generator is left in eval mode.
+    """
+    norms = [layer for layer in generator.sublayers() if isinstance(layer, paddle.nn.BatchNorm2D)]
+    if not norms:
+        generator.eval()
+        return
+    sums = {id(n): [0.0, 0.0, 0] for n in norms}  # sum of means, sum of E[x^2], count
+
+    def measure(layer, inputs):
+        x = inputs[0]
+        mean = x.mean(axis=[0, 2, 3])
+        entry = sums[id(layer)]
+        entry[0] = entry[0] + mean
+        entry[1] = entry[1] + (x * x).mean(axis=[0, 2, 3])
+        entry[2] += 1
+
+    hooks = [n.register_forward_pre_hook(measure) for n in norms]
+    rng = np.random.default_rng([cfg.seed, 2])
+    generator.train()
+    try:
+        with paddle.no_grad():
+            for _ in range(batches):
+                generator(paddle.to_tensor(draw_latents(rng, batch_size, cfg.z_dim, cfg.z_dist)))
+    finally:
+        for hook in hooks:
+            hook.remove()
+        generator.eval()
+    for layer in norms:
+        total_mean, total_square, count = sums[id(layer)]
+        mean = total_mean / count
+        variance = paddle.clip(total_square / count - mean * mean, min=0.0)
+        state = layer.state_dict()
+        state.update({key: value for key, value in zip(_running_keys(state), (mean, variance))})
+        layer.set_state_dict(state)
+
+
+def _running_keys(state: dict) -> tuple[str, str]:
+    """The state-dict names of a BatchNorm's running mean and variance."""
+    mean = next(k for k in state if k.endswith("mean"))
+    variance = next(k for k in state if k.endswith("variance") or k.endswith("var"))
+    return mean, variance

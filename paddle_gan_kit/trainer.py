@@ -198,7 +198,7 @@ class Trainer:
                 return status
             reporter.start(self.step, cfg.steps, self._header())
             if self.step == 0:
-                self._samples()
+                self.write_samples()
             images_per_step = cfg.batch_size * cfg.n_critic * self.world_size
             with stop_signals() as caught:
                 while self.step < cfg.steps:
@@ -208,7 +208,7 @@ class Trainer:
                     if self.step % cfg.log_every == 0 or self.step == cfg.steps:
                         self._close_window()
                     if self.step % cfg.sample_every == 0:
-                        self._samples()
+                        self.write_samples()
                     if cfg.eval_every and self.step % cfg.eval_every == 0:
                         reporter.evaluate(self.step, objective.sampling_generator, self._save_best)
                     if caught[0] is not None:
@@ -219,7 +219,7 @@ class Trainer:
             if self.window.count:  # interrupted between log steps: record what was accumulated
                 self._close_window()
             if self.step % cfg.sample_every != 0:
-                self._samples()
+                self.write_samples()
             reporter.finish(status, self.step, self.save_snapshot(), self.stop_signal)
         finally:
             reporter.close()
@@ -273,7 +273,8 @@ class Trainer:
                      "or lower keep_snapshots")
         return note
 
-    def _samples(self) -> None:
+    def write_samples(self) -> None:
+        """The sample grid of the current step (and losses.png), from the sampling generator."""
         self.reporter.samples(self.step, self.objective.sampling_generator, self.fixed_noise, self.history)
 
     # ---- snapshots -------------------------------------------------------------------------------

@@ -128,3 +128,81 @@ def vdl_records(run_dir):
         for tag in tags.get("image", []):
             images[tag] = images.get(tag, 0) + len(reader.get_data("image", tag))
     return scalars, images
+
+
+def write_torch_state_dict(path, state, zip_format=True, extra_global=None):
+    """Write ``{name: numpy array}`` as ``torch.save`` would (the zip format of torch >= 1.6, or
+    the legacy stream format), without torch: a pickle whose tensors reference raw storages.
+    ``extra_global``: a (module, name) pair to smuggle into the pickle (a hostile file)."""
+    import collections
+    import io
+    import pickle
+    import struct
+    import types
+    import zipfile
+
+    dtypes = {np.dtype(np.float32): "FloatStorage", np.dtype(np.int64): "LongStorage"}
+    fake = {m: types.ModuleType(m) for m in ("torch", "torch._utils")}
+    for name in set(dtypes.values()):
+        setattr(fake["torch"], name, type(name, (), {"__module__": "torch"}))
+
+    def rebuild(*args):
+        raise AssertionError("never called: only pickled by reference")
+
+    rebuild.__module__, rebuild.__qualname__ = "torch._utils", "_rebuild_tensor_v2"
+    fake["torch._utils"]._rebuild_tensor_v2 = rebuild
+    storages = {}
+
+    class Tensor:
+        def __init__(self, key, array):
+            self.key, self.array = key, np.ascontiguousarray(array)
+
+        def __reduce__(self):
+            strides = tuple(s // self.array.itemsize for s in self.array.strides)
+            return rebuild, (Storage(self.key, self.array), 0, self.array.shape, strides, False,
+                             collections.OrderedDict())
+
+    class Storage:
+        def __init__(self, key, array):
+            self.key, self.array = key, array
+
+    class Pickler(pickle.Pickler):
+        def persistent_id(self, obj):
+            if isinstance(obj, Storage):
+                storages[obj.key] = obj.array
+                kind = getattr(fake["torch"], dtypes[obj.array.dtype])
+                return ("storage", kind, obj.key, "cpu", obj.array.size) + (() if zip_format else (None,))
+            return None
+
+    payload = collections.OrderedDict((name, Tensor(str(i), a)) for i, (name, a) in enumerate(state.items()))
+    if extra_global is not None:
+        module = fake.setdefault(extra_global[0], types.ModuleType(extra_global[0]))
+        marker = type(extra_global[1], (), {"__module__": extra_global[0]})
+        setattr(module, extra_global[1], marker)
+        payload["hostile"] = marker
+    saved = {m: sys.modules.get(m) for m in fake}
+    sys.modules.update(fake)
+    try:
+        body = io.BytesIO()
+        Pickler(body, protocol=2).dump(payload)
+    finally:
+        for m, old in saved.items():
+            if old is None:
+                sys.modules.pop(m, None)
+            else:
+                sys.modules[m] = old
+    if zip_format:
+        with zipfile.ZipFile(path, "w") as archive:
+            archive.writestr("archive/data.pkl", body.getvalue())
+            archive.writestr("archive/version", "3\n")
+            for key, array in storages.items():
+                archive.writestr(f"archive/data/{key}", array.astype(array.dtype.newbyteorder("<")).tobytes())
+        return
+    with open(path, "wb") as f:
+        for header in (0x1950A86A20F9469CFC6C, 1001, {"protocol_version": 1001, "little_endian": True}):
+            pickle.dump(header, f, protocol=2)
+        f.write(body.getvalue())
+        pickle.dump(sorted(storages), f, protocol=2)
+        for key in sorted(storages):
+            f.write(struct.pack("<q", storages[key].size))
+            f.write(storages[key].astype(storages[key].dtype.newbyteorder("<")).tobytes())

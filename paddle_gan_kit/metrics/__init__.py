@@ -3,8 +3,9 @@
 Three pieces, usable apart:
 
 - feature extractors that map uint8 images (N, H, W, C) to feature vectors: the FID variant of
-  InceptionV3 (weights loaded from a local file and checked by sha256), and a small classifier
-  trained on the real labelled data for digit-like datasets (``EXTRACTORS``, ``get_extractor``);
+  InceptionV3 (weights loaded from a local file and checked by sha256), ImageNet MobileNetV2
+  (an offline colour feature space), and a small classifier trained on the real labelled data
+  for digit-like datasets (``EXTRACTORS``, ``get_extractor``);
 - the statistics on features: Fréchet distance, KID, class coverage;
 - the :class:`Evaluator`, which scores generators against one fixed real set the same way every
   time (the ``evaluate`` CLI and evaluation during training use it)::
@@ -25,10 +26,11 @@ from .evaluator import Evaluator, choose_extractor, parse_metrics
 from .frechet import feature_stats, frechet_distance, frechet_distance_from_stats
 from .inception import InceptionFeatures
 from .kid import kid, polynomial_kernel
+from .mobilenet import MobileNetFeatures
 from .registry import EXTRACTORS, METRICS, get_extractor
 
 __all__ = [
-    "EXTRACTORS", "METRICS", "ClassifierFeatures", "Evaluator", "InceptionFeatures", "MetricsError",
+    "EXTRACTORS", "METRICS", "ClassifierFeatures", "Evaluator", "InceptionFeatures", "MetricsError", "MobileNetFeatures",
     "choose_extractor", "class_coverage", "feature_stats", "frechet_distance", "frechet_distance_from_stats",
     "get_extractor", "kid", "parse_metrics", "polynomial_kernel",
 ]

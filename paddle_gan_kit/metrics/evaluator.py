@@ -17,7 +17,7 @@ from .frechet import feature_stats, frechet_distance_from_stats
 from .kid import FULL_KERNEL_MAX, kid, polynomial_kernel
 from .registry import METRICS, get_extractor
 
-EXTRACTOR_CHOICES = ("auto", "inception", "classifier")
+EXTRACTOR_CHOICES = ("auto", "inception", "classifier", "mobilenet_v2")
 # KID over 100 subsets of at most 1000 images each, as clean-fid and torch-fidelity report it.
 KID_SUBSETS = 100
 KID_SUBSET_SIZE = 1000
@@ -52,7 +52,8 @@ class Evaluator:
     ``real_images``: uint8 (N, H, W, C), C = 1 or 3; ``labels``: (N,) ints or None.
     ``extractor``: "auto" (the classifier for labelled grayscale images, else Inception),
     "inception" (needs ``weights``, env PADDLE_GAN_KIT_INCEPTION_WEIGHTS or ``download=True``),
-    "classifier" (trained once on all labelled real images, then cached), or an extractor
+    "classifier" (trained once on all labelled real images, then cached), "mobilenet_v2"
+    (ImageNet features, offline; not comparable to published FID), or an extractor
     object already built (``metrics.get_extractor``). Real features come from a subset of
     min(n, N) images drawn with ``seed``; each call generates ``n`` images from latents drawn
     with a private ``np.random.default_rng(seed)`` (the same every call) in batches of
@@ -96,7 +97,7 @@ class Evaluator:
                 self.extractor = get_extractor("classifier", images=real_images, labels=np.asarray(labels),
                                                input_size=input_size)
             else:
-                self.extractor = get_extractor("inception", weights=weights, download=download)
+                self.extractor = get_extractor(self.extractor_name, weights=weights, download=download)
             n_real = min(self.n, real_images.shape[0])
             subset = np.sort(np.random.default_rng([self.seed, 1]).permutation(real_images.shape[0])[:n_real])
             real = np.asarray(real_images[subset])
@@ -115,6 +116,8 @@ class Evaluator:
                       f" on {info.get('n_holdout')} images")
         else:
             detail = f"weights sha256 {str(info.get('weights_sha256'))[:12]}"
+            if "note" in info:
+                detail += f"; {info['note']}"
         return (f"extractor {self.extractor_name} ({detail}); resizer {self.extractor.describe_resize(self._real_shape)}; "
                 f"n_real {self.n_real}, n_fake {self.n}")
 

@@ -2,12 +2,15 @@
 from .classifier import ClassifierFeatures
 from .errors import MetricsError
 from .inception import InceptionFeatures
+from .mobilenet import MobileNetFeatures
 
 # Keyword arguments of get_extractor go to the class: InceptionFeatures(weights=...,
-# expected_sha256=..., download=...), ClassifierFeatures(images, labels, input_size=28, ...).
+# expected_sha256=..., download=...), ClassifierFeatures(images, labels, input_size=28, ...),
+# MobileNetFeatures(weights=..., download=...).
 EXTRACTORS = {
     "inception": InceptionFeatures,
     "classifier": ClassifierFeatures,
+    "mobilenet_v2": MobileNetFeatures,
 }
 
 METRICS = ("fid", "kid", "coverage")

@@ -11,12 +11,14 @@ from paddle_gan_kit.models.init import count_parameters, init_weights
 
 def build_generator(cfg) -> Generator:
     """The generator for ``cfg`` (size, channels, z_dim, widths), initialised."""
-    return init_weights(Generator(cfg.size, cfg.channels, cfg.z_dim, cfg.g_channels, cfg.max_channels))
+    return init_weights(Generator(cfg.size, cfg.channels, cfg.z_dim, cfg.g_channels, cfg.max_channels,
+                                  cfg.g_upsample))
 
 
 def build_discriminator(cfg) -> Discriminator:
     """The discriminator/critic for ``cfg``: the DCGAN layout with ``cfg.d_norm`` after every
-    inner conv (BatchNorm for DCGAN; layer, instance or no norm for a WGAN-GP critic)."""
+    inner conv (BatchNorm for DCGAN; layer, instance or no norm for a WGAN-GP critic), or
+    spectrally normalised convs."""
     return init_weights(Discriminator(cfg.size, cfg.channels, cfg.d_channels, cfg.max_channels, cfg.d_norm))
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from paddle import nn
 
 from paddle_gan_kit.config import parse_size
-from paddle_gan_kit.models.layers import Conv2D, Conv2DTranspose, SampleLayerNorm
+from paddle_gan_kit.models.layers import Conv2D, Conv2DTranspose, SampleLayerNorm, SpectralConv2D
 
 
 def stage_channels(k: int, base: int, max_channels: int) -> list[int]:
@@ -18,11 +18,25 @@ def stage_channels(k: int, base: int, max_channels: int) -> list[int]:
     return [min(base * 2**i, max_channels) for i in range(k)]
 
 
+def _upsample_conv(c_in: int, c_out: int, upsample: str, bias: bool) -> list:
+    """Double the side: a strided 4x4 transposed conv (DCGAN), or nearest-neighbour upsampling
+    then a 3x3 conv, which avoids the transposed conv's checkerboard (Odena et al. 2016)."""
+    bias_attr = None if bias else False
+    if upsample == "transposed":
+        return [Conv2DTranspose(c_in, c_out, 4, 2, 1, bias_attr=bias_attr)]  # (N, c_out, 2h, 2w)
+    return [nn.Upsample(scale_factor=2, mode="nearest"),  # (N, c_in, 2h, 2w)
+            Conv2D(c_in, c_out, 3, 1, 1, bias_attr=bias_attr)]  # (N, c_out, 2h, 2w)
+
+
 class Generator(nn.Layer):
-    """z (N, z_dim) float32 -> images (N, C, size, size) float32 in [-1, 1] (tanh)."""
+    """z (N, z_dim) float32 -> images (N, C, size, size) float32 in [-1, 1] (tanh).
+
+    ``upsample``: "transposed" (DCGAN's strided transposed convs) or "nearest" (upsample, then
+    a 3x3 conv).
+    """
 
     def __init__(self, size: int = 64, channels: int = 3, z_dim: int = 100,
-                 base_channels: int = 64, max_channels: int = 512):
+                 base_channels: int = 64, max_channels: int = 512, upsample: str = "transposed"):
         super().__init__()
         s0, k = parse_size(size)
         self.size, self.channels, self.z_dim = size, channels, z_dim
@@ -35,12 +49,12 @@ class Generator(nn.Layer):
         ]
         for c_in, c_out in zip(widths[:-1], widths[1:]):
             layers += [
-                Conv2DTranspose(c_in, c_out, 4, 2, 1, bias_attr=False),  # (N, c_out, 2h, 2w)
+                *_upsample_conv(c_in, c_out, upsample, bias=False),  # (N, c_out, 2h, 2w)
                 nn.BatchNorm2D(c_out),
                 nn.ReLU(),
             ]
         layers += [
-            Conv2DTranspose(widths[-1], channels, 4, 2, 1),  # (N, C, size, size)
+            *_upsample_conv(widths[-1], channels, upsample, bias=True),  # (N, C, size, size)
             nn.Tanh(),
         ]
         self.net = nn.Sequential(*layers)
@@ -57,7 +71,7 @@ def _norm(kind: str, channels: int) -> nn.Layer:
         return SampleLayerNorm(channels)
     if kind == "instance":
         return nn.InstanceNorm2D(channels)
-    if kind == "none":
+    if kind in ("none", "spectral"):
         return nn.Identity()
     raise ValueError(f"unknown norm {kind!r}")
 
@@ -68,6 +82,8 @@ class Discriminator(nn.Layer):
     ``norm="batch"`` is the DCGAN discriminator (BatchNorm after every conv but the first);
     the WGAN-GP critic uses ``"layer"``, ``"instance"`` or ``"none"``: the gradient penalty
     is per sample, and batch norm would mix samples (Gulrajani et al. 2017, section 4).
+    ``"spectral"`` divides every conv's weight by its spectral norm instead (SNGAN, Miyato et
+    al. 2018), with no normalisation layer.
     """
 
     def __init__(self, size: int = 64, channels: int = 3, base_channels: int = 64,
@@ -76,18 +92,19 @@ class Discriminator(nn.Layer):
         s0, k = parse_size(size)
         self.size, self.channels = size, channels
         widths = stage_channels(k, base_channels, max_channels)
+        conv = SpectralConv2D if norm == "spectral" else Conv2D
         layers = [
-            Conv2D(channels, widths[0], 4, 2, 1),  # (N, w0, size/2, size/2)
+            conv(channels, widths[0], 4, 2, 1),  # (N, w0, size/2, size/2)
             nn.LeakyReLU(0.2),
         ]
-        has_norm = norm != "none"
+        has_norm = norm not in ("none", "spectral")
         for c_in, c_out in zip(widths[:-1], widths[1:]):
             layers += [
-                Conv2D(c_in, c_out, 4, 2, 1, bias_attr=False if has_norm else None),  # halves
+                conv(c_in, c_out, 4, 2, 1, bias_attr=False if has_norm else None),  # halves
                 _norm(norm, c_out),
                 nn.LeakyReLU(0.2),
             ]
-        layers.append(Conv2D(widths[-1], 1, s0, 1, 0))  # (N, 1, 1, 1)
+        layers.append(conv(widths[-1], 1, s0, 1, 0))  # (N, 1, 1, 1)
         self.net = nn.Sequential(*layers)
 
     def forward(self, x):

@@ -80,3 +80,46 @@ class SampleLayerNorm(nn.Layer):
         scale = paddle.rsqrt(var + self.epsilon) * self.weight.reshape([1, c])  # (N, C)
         out = centred.reshape([n * c, h * w]) * scale.reshape([n * c, 1])  # (N*C, H*W)
         return (out.reshape([n, c, h * w]) + self.bias.reshape([c, 1])).reshape([n, c, h, w])
+
+
+class SpectralConv2D(Conv2D):
+    """``Conv2D`` whose weight is divided by its largest singular value (spectral normalisation,
+    Miyato et al. 2018), estimated by one power iteration per training forward.
+
+    Written from primitives (Paddle's ``spectral_norm`` has no double-grad kernel, and the
+    gradient penalty and R1 differentiate through D twice): sigma = u^T W v with the power
+    iteration's u and v held constant, so W / sigma is differentiable to any order. ``sn_u`` is
+    a buffer: it is in the state dict, so snapshots keep the power iteration's state.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        out_channels = self.weight.shape[0]
+        u = paddle.randn([out_channels])
+        self.register_buffer("sn_u", u / (paddle.linalg.norm(u) + 1e-12), persistable=True)
+
+    def _uv(self, w_mat):
+        """The power iteration's unit vectors (u (OC,), v (D,)), updated in training mode."""
+        with paddle.no_grad():
+            u = self.sn_u
+            v = _unit(paddle.matmul(w_mat, u, transpose_x=True))
+            if self.training:
+                u = _unit(paddle.matmul(w_mat, v))
+                paddle.assign(u, output=self.sn_u)
+                v = _unit(paddle.matmul(w_mat, u, transpose_x=True))
+        return u, v
+
+    def normalized_weight(self):
+        """W / sigma(W), (OC, IC, KH, KW)."""
+        w_mat = self.weight.reshape([self.weight.shape[0], -1])  # (OC, IC*KH*KW)
+        u, v = self._uv(w_mat)
+        sigma = (u * paddle.matmul(w_mat, v)).sum()
+        return self.weight / sigma
+
+    def forward(self, x):
+        out = self.convolve(x, self.normalized_weight(), stride=self.conv_stride, padding=self.conv_padding)
+        return out if self.bias is None else add_channel_bias(out, self.bias)
+
+
+def _unit(v):
+    return v / (paddle.linalg.norm(v) + 1e-12)

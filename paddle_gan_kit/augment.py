@@ -1,0 +1,97 @@
+"""Differentiable augmentation (DiffAugment, Zhao et al. 2020) of what the discriminator sees.
+
+The same random colour, translation and cutout transforms are applied to real and generated
+images before D, in D's loss, G's loss and inside the penalties on D, so D cannot memorise a
+small training set and G still gets gradients through the transform. Every transform is built
+from operations Paddle differentiates twice (elementwise ops, means and batched matrix
+products), so the WGAN-GP and R1 penalties work through it. The random draws come from Paddle's
+global RNG, which snapshots capture: a resumed run draws the same augmentations.
+
+    --set augment=translation,cutout,color     (any subset, in any order)
+    --set augment_p=0.5                         (each image is augmented with this probability)
+"""
+from __future__ import annotations
+
+import paddle
+
+# Zhao et al.'s settings: brightness +-0.5, saturation x[0, 2], contrast x[0.5, 1.5];
+# translation up to 1/8 of the side; cutout of half the side.
+TRANSLATION_RATIO = 0.125
+CUTOUT_RATIO = 0.5
+
+
+def color(x):
+    """Random brightness, saturation (colour images only) and contrast per image; x (N, C, H, W)."""
+    n, c = x.shape[0], x.shape[1]
+    x = x + (paddle.rand([n, 1, 1, 1]) - 0.5)
+    if c > 1:
+        mean = x.mean(axis=1, keepdim=True)
+        x = (x - mean) * (paddle.rand([n, 1, 1, 1]) * 2.0) + mean
+    mean = x.mean(axis=[1, 2, 3], keepdim=True)
+    return (x - mean) * (paddle.rand([n, 1, 1, 1]) + 0.5) + mean
+
+
+def _shift_matrices(n: int, size: int, max_shift: int):
+    """(n, 1, size, size) 0/1 matrices S with (S @ v)[i] = v[i - shift], zero where that is outside."""
+    shifts = paddle.randint(-max_shift, max_shift + 1, [n, 1, 1, 1]).astype("float32")
+    rows = paddle.arange(size, dtype="float32").reshape([1, 1, size, 1])
+    cols = paddle.arange(size, dtype="float32").reshape([1, 1, 1, size])
+    return (rows - cols == shifts).astype("float32")
+
+
+def translation(x):
+    """Shift each image by up to 1/8 of its side in x and y, filling with zeros (mid-gray in
+    [-1, 1]); x (N, C, H, W). Done as two batched matrix products, differentiable to any order."""
+    n, _, h, w = x.shape
+    rows = _shift_matrices(n, h, max(1, int(h * TRANSLATION_RATIO + 0.5)))  # (N, 1, H, H)
+    cols = _shift_matrices(n, w, max(1, int(w * TRANSLATION_RATIO + 0.5)))  # (N, 1, W, W)
+    return paddle.matmul(paddle.matmul(rows, x), cols, transpose_y=True)
+
+
+def cutout(x):
+    """Zero a random square of half the side in each image (it may be partly outside); x (N, C, H, W)."""
+    n, _, h, w = x.shape
+    ch, cw = int(h * CUTOUT_RATIO + 0.5), int(w * CUTOUT_RATIO + 0.5)
+    top = paddle.randint(0, h + (1 - ch % 2), [n, 1, 1, 1]).astype("float32") - ch // 2
+    left = paddle.randint(0, w + (1 - cw % 2), [n, 1, 1, 1]).astype("float32") - cw // 2
+    ys = paddle.arange(h, dtype="float32").reshape([1, 1, h, 1])
+    xs = paddle.arange(w, dtype="float32").reshape([1, 1, 1, w])
+    inside = (ys >= top) & (ys < top + ch) & (xs >= left) & (xs < left + cw)  # (N, 1, H, W)
+    return x * (1.0 - inside.astype("float32"))
+
+
+# The one registry: name -> transform of (N, C, H, W) float32 images. Applied in this order.
+AUGMENTS = {"color": color, "translation": translation, "cutout": cutout}
+
+
+def parse(names: str) -> list[str]:
+    """"translation,cutout" -> the registered names, in the registry's order; "" -> none."""
+    wanted = [n.strip() for n in str(names or "").split(",") if n.strip()]
+    return [name for name in AUGMENTS if name in wanted]
+
+
+def unknown(names: str) -> list[str]:
+    """The names in ``names`` that are not augmentations."""
+    return [n.strip() for n in str(names or "").split(",") if n.strip() and n.strip() not in AUGMENTS]
+
+
+class DiffAugment:
+    """The configured transforms as one callable; ``p`` < 1 augments each image with
+    probability ``p`` (the others pass unchanged)."""
+
+    def __init__(self, names: str, p: float = 1.0):
+        self.names, self.p = parse(names), float(p)
+
+    def __bool__(self) -> bool:
+        return bool(self.names) and self.p > 0
+
+    def __call__(self, x):
+        if not self:
+            return x
+        out = x
+        for name in self.names:
+            out = AUGMENTS[name](out)
+        if self.p < 1.0:
+            keep = (paddle.rand([x.shape[0], 1, 1, 1]) < self.p).astype(x.dtype)
+            out = keep * out + (1.0 - keep) * x
+        return out

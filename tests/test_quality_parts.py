@@ -1,0 +1,214 @@
+"""The parts of the better-samples recipes: DiffAugment, spectral norm, the hinge loss, R1, the
+EMA generator with its ramp-up and measured BatchNorm statistics, upsample-then-convolve, and
+bit-exact resume with all of them on."""
+import numpy as np
+import paddle
+import pytest
+
+import paddle_gan_kit
+from paddle_gan_kit import augment, losses
+from paddle_gan_kit.config import TrainConfig, parse_size
+from paddle_gan_kit.errors import GanKitError
+from paddle_gan_kit.models import build_discriminator, build_generator
+from paddle_gan_kit.models.dcgan import Discriminator, Generator
+from paddle_gan_kit.models.layers import SpectralConv2D
+from paddle_gan_kit.steps import AdversarialStep, recalibrate_batchnorm
+from conftest import assert_one_line_error, params_of, run_cli, tiny_config
+
+
+# --- DiffAugment -------------------------------------------------------------------------------
+
+def test_translation_shifts_by_whole_pixels_with_zero_fill():
+    paddle.seed(0)
+    x = paddle.to_tensor(np.arange(2 * 1 * 8 * 8, dtype=np.float32).reshape(2, 1, 8, 8) + 1)
+    out = augment.translation(x).numpy()
+    for i in range(2):
+        src = x.numpy()[i, 0]
+        found = [(dy, dx) for dy in range(-1, 2) for dx in range(-1, 2)
+                 if np.array_equal(out[i, 0], np.roll(np.roll(np.pad(src, 1), dy, 0), dx, 1)[1:-1, 1:-1])]
+        assert found, out[i, 0]
+
+
+def test_cutout_zeroes_one_square_and_color_keeps_shapes():
+    paddle.seed(1)
+    x = paddle.ones([4, 3, 16, 16])
+    out = augment.cutout(x).numpy()
+    zeros = (out == 0).all(axis=1)  # (4, 16, 16)
+    for mask in zeros:
+        ys, xs = np.nonzero(mask)
+        assert 0 < len(ys) <= 64 and len(ys) == (ys.max() - ys.min() + 1) * (xs.max() - xs.min() + 1)
+    for channels in (1, 3):
+        assert augment.color(paddle.rand([2, channels, 8, 8])).shape == [2, channels, 8, 8]
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_diffaugment_is_differentiable_twice(channels):
+    """Gradients reach G through it, and the penalties' double backward goes through it."""
+    paddle.seed(2)
+    aug = augment.DiffAugment("translation,cutout,color")
+    G = Generator(16, channels, 8, 4, 16)
+    z = paddle.randn([3, 8])
+    out = aug(G(z)).sum()
+    out.backward()
+    assert all(p.grad is not None and float(p.grad.abs().sum()) > 0 for p in G.parameters() if not p.stop_gradient)
+    D = Discriminator(16, channels, 4, 16, "layer")
+    critic = lambda x: D(aug(x))  # noqa: E731
+    real, fake = paddle.rand([3, channels, 16, 16]) * 2 - 1, paddle.rand([3, channels, 16, 16]) * 2 - 1
+    for penalty in (losses.gradient_penalty(critic, real, fake, also=[]), losses.r1_penalty(critic, real, also=[])):
+        for p in D.parameters():
+            p.clear_gradient(False)
+        penalty.backward()
+        assert sum(float(p.grad.abs().sum()) > 0 for p in D.parameters() if p.grad is not None) >= 3
+
+
+def test_augment_p_mixes_augmented_and_plain_images():
+    paddle.seed(3)
+    x = paddle.rand([64, 3, 8, 8])
+    out = augment.DiffAugment("cutout", p=0.5)(x).numpy()
+    unchanged = np.array([np.array_equal(out[i], x.numpy()[i]) for i in range(64)])
+    assert 10 < unchanged.sum() < 54
+
+
+def test_unknown_augmentations_are_one_line(tmp_path, tiny_npy):
+    result = run_cli("paddle_gan_kit.train", "--data", tiny_npy, "--out", tmp_path / "r", "--set", "augment=flip,color")
+    assert_one_line_error(result, "unknown augmentation 'flip' in augment", "translation", "cutout")
+
+
+# --- spectral norm, hinge, R1 ---------------------------------------------------------------------
+
+def test_spectral_norm_power_iteration_converges_to_the_largest_singular_value():
+    paddle.seed(4)
+    conv = SpectralConv2D(5, 7, 3, 1, 1)
+    conv.train()
+    x = paddle.randn([1, 5, 6, 6])
+    for _ in range(60):
+        conv(x)
+    w = conv.weight.numpy().reshape(7, -1)
+    sigma = np.linalg.svd(w, compute_uv=False)[0]
+    normalized = conv.normalized_weight().numpy().reshape(7, -1)
+    assert np.linalg.svd(normalized, compute_uv=False)[0] == pytest.approx(1.0, rel=1e-3)
+    np.testing.assert_allclose(normalized, w / sigma, rtol=1e-3, atol=1e-6)
+    u = conv.sn_u.numpy().copy()
+    conv.eval()
+    conv(x)
+    np.testing.assert_array_equal(conv.sn_u.numpy(), u)  # eval mode does not iterate
+    assert "sn_u" in conv.state_dict()
+
+
+def test_spectral_critic_takes_the_gradient_penalty():
+    cfg = TrainConfig(model="wgan_gp", size=16, channels=3, d_channels=4, max_channels=16, d_norm="spectral").resolve()
+    D = build_discriminator(cfg)
+    assert not any(isinstance(m, (paddle.nn.BatchNorm2D,)) for m in D.sublayers())
+    gp = losses.gradient_penalty(D, paddle.randn([2, 3, 16, 16]), paddle.randn([2, 3, 16, 16]))
+    gp.backward()
+    assert all(p.grad is not None for p in D.parameters() if not p.stop_gradient and p.name.endswith("w_0"))
+
+
+def test_hinge_losses_and_r1_values():
+    real, fake = paddle.to_tensor([2.0, 0.5, -1.0]), paddle.to_tensor([-3.0, 0.0, 2.0])
+    assert float(losses.d_loss_hinge(real, fake)) == pytest.approx((0 + 0.5 + 2) / 3 + (0 + 1 + 3) / 3)
+    assert float(losses.g_loss_hinge(fake)) == pytest.approx(1 / 3)
+
+    class Quadratic(paddle.nn.Layer):  # D(x) = 0.5 |x|^2: grad x, so R1 = 0.5 E|x|^2
+        def forward(self, x):
+            return 0.5 * (x * x).reshape([x.shape[0], -1]).sum(axis=1)
+
+    x = paddle.randn([4, 1, 3, 3])
+    expected = 0.5 * np.mean((x.numpy().reshape(4, -1) ** 2).sum(1))
+    assert float(losses.r1_penalty(Quadratic(), x)) == pytest.approx(expected, rel=1e-5)
+
+
+# --- EMA ------------------------------------------------------------------------------------------
+
+def test_ema_rampup_starts_fast_and_reaches_the_decay():
+    cfg = TrainConfig(model="dcgan", size=16, channels=3, z_dim=8, g_channels=4, d_channels=4, ema_decay=0.999,
+                      ema_rampup=0.05).resolve()
+    nets = AdversarialStep(cfg)
+    decays = {}
+    for updates in (0, 100, 1000, 100000):
+        nets.updates = updates
+        decays[updates] = nets.ema_decay()
+    assert decays[0] < 0.01 < decays[100] < decays[1000] < 0.999
+    assert decays[100000] == pytest.approx(0.999)
+    nets.cfg = TrainConfig(**{**cfg.to_dict(), "ema_rampup": 0.0})
+    assert nets.ema_decay() == 0.999
+
+
+def test_recalibrated_batchnorm_statistics_are_the_generators_own():
+    cfg = TrainConfig(model="dcgan", size=16, channels=3, z_dim=8, g_channels=4).resolve()
+    paddle.seed(5)
+    G = build_generator(cfg)
+    norms = [m for m in G.sublayers() if isinstance(m, paddle.nn.BatchNorm2D)]
+    recalibrate_batchnorm(G, cfg, batch_size=32, batches=4)
+    assert not G.training
+    # the first BatchNorm's input, measured directly on the same latents
+    from paddle_gan_kit.latent import draw_latents
+
+    rng = np.random.default_rng([cfg.seed, 2])
+    z = np.concatenate([draw_latents(rng, 32, cfg.z_dim, cfg.z_dist) for _ in range(4)])
+    with paddle.no_grad():
+        first = G.net[0](paddle.to_tensor(z).reshape([128, cfg.z_dim, 1, 1])).numpy()
+    state = norms[0].state_dict()
+    mean = next(v for k, v in state.items() if k.endswith("mean")).numpy()
+    var = next(v for k, v in state.items() if k.endswith("variance")).numpy()
+    np.testing.assert_allclose(mean, first.mean(axis=(0, 2, 3)), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(var, first.var(axis=(0, 2, 3)), rtol=1e-3, atol=1e-6)
+    before = paddle.get_rng_state()[0].__getstate__()
+    recalibrate_batchnorm(G, cfg, batch_size=32, batches=4)
+    assert paddle.get_rng_state()[0].__getstate__() == before  # no global RNG moved
+
+
+def test_samples_use_the_ema_generator_with_its_own_statistics(tmp_path, tiny_npy):
+    out = tmp_path / "run"
+    paddle_gan_kit.train(tiny_config(out, "dcgan", tiny_npy, steps=4, ema_decay=0.9, ema_rampup=0.05), progress=False)
+    payload = params_of(str(out), 4)
+    ema, raw = payload["generator_ema"], payload["generator"]
+    means = [k for k in ema if k.endswith("_mean")]
+    assert means and all(not np.array_equal(ema[k], raw[k]) for k in means)  # measured, not copied
+    generator, _ = paddle_gan_kit.load_generator(str(out))
+    assert all(np.array_equal(generator.state_dict()[k].numpy(), ema[k]) for k in ema)
+
+
+# --- architecture and the whole step ---------------------------------------------------------------
+
+@pytest.mark.parametrize("size", [28, 32, 64, 96])
+def test_upsample_then_convolve_generator_shapes(size):
+    cfg = TrainConfig(size=size, channels=3, z_dim=8, g_channels=4, max_channels=16, g_upsample="nearest").resolve()
+    G = build_generator(cfg)
+    assert G(paddle.randn([2, 8])).shape == [2, 3, size, size]
+    _, doublings = parse_size(size)
+    assert sum(isinstance(m, paddle.nn.Conv2DTranspose) for m in G.sublayers()) == 1  # only the 1x1 -> s0 projection
+    assert sum(isinstance(m, paddle.nn.Upsample) for m in G.sublayers()) == doublings
+
+
+ALL_ON = dict(augment="translation,cutout,color", augment_p=0.8, d_norm="spectral", loss="hinge", r1_gamma=0.5,
+              ema_decay=0.9, ema_rampup=0.05, g_upsample="nearest", lr_d=4e-4, lr_g=1e-4)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model,extra", [("dcgan", ALL_ON), ("wgan_gp", dict(augment="translation,cutout,color",
+                                                                             ema_decay=0.9, ema_rampup=0.05,
+                                                                             g_upsample="nearest", r1_gamma=0.1))])
+def test_resume_is_bit_exact_with_every_option_on(tmp_path, tiny_npy, model, extra):
+    common = dict(snapshot_every=100, sample_every=100, n_critic=2, **extra)
+    paddle_gan_kit.train(tiny_config(tmp_path / "whole", model, tiny_npy, steps=6, **common), progress=False)
+    paddle_gan_kit.train(tiny_config(tmp_path / "half", model, tiny_npy, steps=3, **common), progress=False)
+    paddle_gan_kit.train(tiny_config(tmp_path / "half", model, tiny_npy, steps=6, **common), resume=True,
+                         progress=False)
+    a, b = params_of(str(tmp_path / "whole"), 6), params_of(str(tmp_path / "half"), 6)
+    for part in ("generator", "discriminator", "generator_ema", "opt_g", "opt_d"):
+        assert a[part].keys() == b[part].keys()
+        for key, value in a[part].items():
+            if isinstance(value, np.ndarray):
+                assert np.array_equal(value, b[part][key]), (part, key)
+    if extra.get("d_norm") == "spectral":
+        assert any(k.endswith("sn_u") for k in a["discriminator"])
+
+
+def test_bad_option_values_are_one_line():
+    for key, value, fragment in (("loss", "lsgan", "nonsaturating, wasserstein, hinge"),
+                                 ("d_norm", "group", "spectral"), ("g_upsample", "bilinear", "transposed, nearest")):
+        with pytest.raises(GanKitError, match=fragment):
+            TrainConfig(**{key: value}).resolve()
+    with pytest.raises(GanKitError, match=r"augment_p must be in \(0, 1\]"):
+        TrainConfig(augment="color", augment_p=0.0).resolve()
