@@ -1,39 +1,21 @@
-"""paddle_gan_kit: DCGAN and WGAN-GP image generators on PaddlePaddle 3.x (dynamic graph).
+"""paddle_gan_kit: DCGAN and WGAN-GP image generators on PaddlePaddle 2.6 and 3.x (dynamic graph).
 
-Importing the package sets the CPU thread variables before Paddle loads (see ``runtime``) and
-fails with one line naming the package to install when Paddle is missing.
+Importing the package prepares the process before Paddle loads (CPU threads, the MKL path,
+memory reuse, zlib; see ``runtime``) and fails with one line naming what to install when Paddle
+is missing or of a version (or with a numpy) that cannot work.
 """
 import sys as _sys
 
-from paddle_gan_kit.runtime import configure_cpu_threads as _configure_cpu_threads
-from paddle_gan_kit.runtime import keep_freed_memory as _keep_freed_memory
+from paddle_gan_kit import runtime as _runtime
 
 if "paddle" not in _sys.modules:
-    _configure_cpu_threads()
-_keep_freed_memory()
-
-import contextlib as _contextlib
-import io as _io
-import warnings as _warnings
-
-_import_noise = _io.StringIO()
-try:
-    with _warnings.catch_warnings(), _contextlib.redirect_stderr(_import_noise):
-        # Paddle warns at import about ccache (a compiler cache for custom ops, unused here)
-        # and prints a warning when OMP_NUM_THREADS > 1, which runtime.py sets on purpose.
-        _warnings.filterwarnings("ignore", message=".*ccache.*")
-        import paddle as _paddle  # noqa: F401
-except ImportError:  # pragma: no cover - exercised in a subprocess test
-    raise ImportError(
-        "paddle_gan_kit needs PaddlePaddle 3.x: on a CPU machine run "
-        "`pip install paddlepaddle` (or `pip install -e \".[cpu]\"`); on a GPU machine install "
-        "paddlepaddle-gpu as described at paddlepaddle.org.cn/install"
-    ) from None
-
-finally:
-    for _line in _import_noise.getvalue().splitlines():
-        if "OMP_NUM_THREADS" not in _line:
-            print(_line, file=_sys.stderr)
+    _runtime.configure_cpu_threads()
+    _runtime.bind_zlib()
+else:
+    _runtime.warn_if_zlib_is_exposed()
+_runtime.keep_freed_memory()
+_runtime.report_environment_problems_in_one_line()
+_runtime.import_paddle()
 
 from paddle_gan_kit.errors import GanKitError  # noqa: E402
 from paddle_gan_kit.config import TrainConfig  # noqa: E402

@@ -1,6 +1,12 @@
-"""Every random number generator in play, captured as plain data (JSON and numpy arrays) and
-restored: Paddle's CPU generator (and the GPU's where CUDA is present), numpy's and python's
-global generators. Snapshots store this, so a resumed run draws exactly what it would have."""
+"""Where training's randomness comes from, and how the rest leaves it alone.
+
+Every training step draws its noise, penalty interpolation weights and augmentations from
+Paddle's global generator, seeded at the start of the step from (run seed, rank, step) alone.
+A resumed run therefore draws exactly what the uninterrupted run drew, on every Paddle version,
+without saving any generator state (Paddle 2.6's ``GeneratorState`` does not even carry the CPU
+engine's state). Code that runs between steps (evaluation, building extractors) must not leave
+its own draws in the global generators anyway: :func:`global_rngs_untouched`.
+"""
 from __future__ import annotations
 
 import contextlib
@@ -10,70 +16,37 @@ import numpy as np
 import paddle
 
 
-def _generator_state(state) -> list:
-    """A Paddle ``GeneratorState`` as [device, seed, offset, engine state text] (its pickle state)."""
-    device, seed, offset, engine = state.__getstate__()
-    return [int(device), int(seed), int(offset), bytes(engine).decode("latin-1")]
+def step_seed(seed: int, rank: int, step: int) -> int:
+    """The seed of one training step of one rank: a mix of the three (numpy's SeedSequence)."""
+    return int(np.random.SeedSequence([int(seed), int(rank), int(step)]).generate_state(1, np.uint32)[0])
 
 
-def _to_generator_state(template, values: list):
-    """The inverse of :func:`_generator_state`, as an object of ``template``'s class."""
-    device, seed, offset, engine = values
-    state = type(template).__new__(type(template))
-    state.__setstate__((int(device), int(seed), int(offset), list(str(engine).encode("latin-1"))))
-    return state
+def seed_step(seed: int, rank: int, step: int) -> None:
+    """Seed Paddle's (and numpy's and python's) global generators for one training step."""
+    value = step_seed(seed, rank, step)
+    paddle.seed(value)
+    np.random.seed(value)
+    random.seed(value)
 
 
 def _has_cuda() -> bool:
     return paddle.device.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0
 
 
-def rng_states() -> dict:
-    """Every RNG state in play as JSON-able values and numpy arrays."""
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    version, internal, gauss_next = random.getstate()
-    states = {
-        "paddle": [_generator_state(s) for s in paddle.get_rng_state()],
-        "numpy": {"kind": kind, "keys": np.asarray(keys), "pos": int(pos), "has_gauss": int(has_gauss),
-                  "cached_gaussian": float(cached)},
-        "python": {"version": version, "internal": list(internal), "gauss_next": gauss_next},
-    }
-    if _has_cuda():
-        states["paddle_cuda"] = [_generator_state(s) for s in paddle.get_cuda_rng_state()]
-    return states
-
-
-def set_rng_states(states: dict) -> None:
-    """Restore what :func:`rng_states` captured (a CUDA state only where CUDA is present)."""
-    template = paddle.get_rng_state()[0]
-    paddle.set_rng_state([_to_generator_state(template, s) for s in states["paddle"]])
-    n = states["numpy"]
-    np.random.set_state((n["kind"], np.asarray(n["keys"], np.uint32), int(n["pos"]), int(n["has_gauss"]),
-                         float(n["cached_gaussian"])))
-    p = states["python"]
-    random.setstate((int(p["version"]), tuple(int(v) for v in p["internal"]), p["gauss_next"]))
-    if "paddle_cuda" in states and _has_cuda():
-        template = paddle.get_cuda_rng_state()[0]
-        paddle.set_cuda_rng_state([_to_generator_state(template, s) for s in states["paddle_cuda"]])
-
-
 @contextlib.contextmanager
 def global_rngs_untouched():
-    """Restore Paddle's, numpy's and python's global RNG states after the block.
+    """Restore Paddle's, numpy's and python's global RNG states after the block (in this process).
 
     Building an extractor initialises layers from Paddle's global RNG before the weights are
-    loaded; a training run that evaluates must draw exactly what it would have drawn without.
+    loaded; whatever runs between two training steps must not change what the next step draws.
     """
-    states = rng_states()
+    states = (paddle.get_rng_state(), np.random.get_state(), random.getstate(),
+              paddle.get_cuda_rng_state() if _has_cuda() else None)
     try:
         yield
     finally:
-        set_rng_states(states)
-
-
-def seed_training_rngs(seed: int, rank: int = 0) -> None:
-    """Seed the global generators that training draws from: reproducible, different per rank."""
-    value = seed * 1000 + 17 + rank
-    paddle.seed(value)
-    np.random.seed(value % 2**32)
-    random.seed(value)
+        paddle.set_rng_state(states[0])
+        np.random.set_state(states[1])
+        random.setstate(states[2])
+        if states[3] is not None:
+            paddle.set_cuda_rng_state(states[3])

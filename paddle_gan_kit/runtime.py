@@ -1,13 +1,21 @@
-"""Process set-up that must happen before Paddle is imported: CPU threads and the MKL path.
+"""Process set-up that must happen before Paddle is imported, and the import itself.
 
-Paddle sets ``OMP_NUM_THREADS=1`` at import when it is unset, so a CPU run uses one core
-unless the variable is set first. On AMD CPUs, MKL takes a slow generic path unless
-``MKL_DEBUG_CPU_TYPE=5`` is set before it loads (the README's "Speed" section has the numbers).
-Users override either by exporting the variable themselves.
+- CPU threads and the MKL path: Paddle sets ``OMP_NUM_THREADS=1`` at import when it is unset,
+  so a CPU run uses one core unless the variable is set first; on AMD CPUs, MKL takes a slow
+  generic path unless ``MKL_DEBUG_CPU_TYPE=5`` is set before it loads (the README's "Speed"
+  section has the numbers). Users override either by exporting the variable themselves.
+- zlib: Paddle 2.6's ``libpaddle.so`` exports its own copy of zlib's functions, and once it is
+  loaded, the system zlib's internal calls (``deflateInit2_`` calling ``deflateReset``) bind to
+  that copy, of another version: OpenCV's and Pillow's PNG writers then crash in
+  ``deflateReset``/``inflateReset2``. Compressing once before Paddle loads binds those calls
+  inside the system zlib for good (``bind_zlib``).
+- Versions: Paddle 2.6 or 3.x, with the numpy it was built for; anything else is one line that
+  says what to install (``import_paddle``).
 """
 from __future__ import annotations
 
 import os
+import sys
 
 
 def physical_cores() -> int:
@@ -59,3 +67,103 @@ def configure_cpu_threads() -> None:
     os.environ.setdefault("OMP_NUM_THREADS", threads)
     os.environ.setdefault("MKL_NUM_THREADS", os.environ["OMP_NUM_THREADS"])
     os.environ.setdefault("MKL_DEBUG_CPU_TYPE", "5")
+
+
+def bind_zlib() -> None:
+    """Run the system zlib's compression and decompression once, so that its internal calls are
+    bound to itself before a library that exports another zlib (Paddle 2.6) is loaded."""
+    import zlib
+
+    zlib.decompress(zlib.compress(b"paddle_gan_kit" * 64, 6))
+    stream = zlib.compressobj(6, zlib.DEFLATED, -15)
+    zlib.decompressobj(-15).decompress(stream.compress(b"png" * 64) + stream.flush())
+
+
+def warn_if_zlib_is_exposed() -> None:
+    """Paddle was imported before us: on Paddle 2.x, say that PNG writing may crash (bind_zlib)."""
+    import warnings
+
+    version = _version("paddlepaddle") or _version("paddlepaddle-gpu")
+    if version is not None and version[0] < (3, 0):
+        warnings.warn("with Paddle 2.6, import paddle_gan_kit before paddle: Paddle 2.6 exports its own zlib, "
+                      "which can crash OpenCV's and Pillow's PNG writers once paddle is loaded first",
+                      RuntimeWarning, stacklevel=3)
+
+
+class EnvironmentProblem(ImportError):
+    """Paddle or numpy is missing or of a version that cannot work; the message says what to install."""
+
+
+_GPU_HINT = "on a GPU machine install paddlepaddle-gpu as described at paddlepaddle.org.cn/install"
+
+
+def _version(name: str):
+    from importlib import metadata
+
+    try:
+        text = metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+    parts = []
+    for part in text.split(".")[:2]:
+        digits = "".join(c for c in part if c.isdigit())
+        parts.append(int(digits or 0))
+    return tuple(parts), text
+
+
+def check_versions() -> None:
+    """Refuse, before importing it, a Paddle older than 2.6 or a Paddle 2.x beside numpy 2."""
+    paddle = _version("paddlepaddle") or _version("paddlepaddle-gpu")
+    numpy = _version("numpy")
+    if paddle is None:
+        return  # the import below says what to install
+    if paddle[0] < (2, 6):
+        raise EnvironmentProblem(f"paddle_gan_kit needs PaddlePaddle 2.6 or 3.x and {paddle[1]} is installed: "
+                                 f"`pip install \"paddlepaddle>=3\"` on a CPU machine, or {_GPU_HINT}")
+    if paddle[0] < (3, 0) and numpy is not None and numpy[0] >= (2, 0):
+        raise EnvironmentProblem(f"PaddlePaddle {paddle[1]} was built for numpy 1.x and numpy {numpy[1]} is "
+                                 "installed: `pip install \"numpy<2\"` (or `pip install \"paddlepaddle>=3\"`)")
+
+
+def import_paddle():
+    """Import Paddle quietly (its import-time warnings about ccache and OMP_NUM_THREADS are
+    about settings made here on purpose), after the version check; returns the module."""
+    import contextlib
+    import io
+    import warnings
+
+    check_versions()
+    noise = io.StringIO()
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stderr(noise):
+            warnings.filterwarnings("ignore", message=".*ccache.*")
+            import paddle
+    except ImportError as exc:
+        if "numpy" in str(exc).lower():
+            raise EnvironmentProblem(f"Paddle does not load with numpy {_version('numpy')[1]} ({exc}); install the "
+                                     "numpy it was built for: `pip install \"numpy<2\"` for Paddle 2.6") from None
+        raise EnvironmentProblem(
+            "paddle_gan_kit needs PaddlePaddle 2.6 or 3.x: on a CPU machine run `pip install paddlepaddle` "
+            f"(or `pip install -e \".[cpu]\"`); {_GPU_HINT}") from None
+    finally:
+        for line in noise.getvalue().splitlines():
+            if "OMP_NUM_THREADS" not in line and "PLEASE USE OMP_NUM_THREADS" not in line:
+                print(line, file=sys.stderr)
+    return paddle
+
+
+def report_environment_problems_in_one_line() -> None:
+    """Outside an interactive session, print an EnvironmentProblem as one ``error:`` line and
+    exit with code 2 (a notebook shows it as usual)."""
+    if hasattr(sys, "ps1") or "IPython" in sys.modules:
+        return
+    previous = sys.excepthook
+
+    def hook(kind, value, tb):
+        if isinstance(value, EnvironmentProblem):
+            print(f"error: {value}", file=sys.stderr)
+            sys.stderr.flush()
+            os._exit(2)
+        previous(kind, value, tb)
+
+    sys.excepthook = hook

@@ -2,8 +2,8 @@
 
 A snapshot ``snapshots/step_XXXXXXXX.safetensors`` holds everything a run needs to continue
 bit-exactly: the generator (and its EMA copy), the discriminator/critic, both optimizer states,
-the step, the epoch and the position in it, every RNG state in play, the fixed sample noise, the
-loss history and the resolved config. It is a safetensors file (the format made for exchanging
+the step (from which every later step's random draws are seeded, see ``rng.py``), the epoch and
+the position in it, the fixed sample noise, the loss history and the resolved config. It is a safetensors file (the format made for exchanging
 weights safely): every array is a tensor, and everything else is JSON in the header's metadata,
 with a sha256 over the JSON and every tensor's bytes, so a truncated or bit-flipped file is
 refused rather than half-read. Loading one never runs code.
@@ -143,11 +143,11 @@ def decode(data: bytes) -> dict:
 # --- earlier versions: pickles, read without running code --------------------------------------
 
 class _PaddleGeneratorState:
-    """Stands in for ``paddle.base.libpaddle.GeneratorState`` in an old pickle: keeps its state."""
+    """Stands in for ``paddle.base.libpaddle.GeneratorState`` in an old pickle (whose RNG states
+    are no longer used: steps are seeded from the step)."""
 
     def __setstate__(self, state):
-        device, seed, offset, engine = state
-        self.values = [int(device), int(seed), int(offset), bytes(engine).decode("latin-1")]
+        self.values = None
 
 
 _ALLOWED = {
@@ -162,6 +162,9 @@ _ALLOWED = {
 class _RestrictedUnpickler(pickle.Unpickler):
     def find_class(self, module, name):
         if (module, name) in _ALLOWED:
+            # numpy 2 pickles name numpy._core, numpy 1 numpy.core: either loads with either
+            if module.startswith("numpy._core") and int(np.__version__.split(".")[0]) < 2:
+                module = "numpy.core" + module[len("numpy._core"):]
             return super().find_class(module, name)
         if (module, name) in (("paddle.base.libpaddle", "GeneratorState"), ("paddle.fluid.libpaddle", "GeneratorState")):
             return _PaddleGeneratorState
@@ -183,17 +186,6 @@ def _plain(value):
     return value
 
 
-def _legacy_rng(rng: dict) -> dict:
-    kind, keys, pos, has_gauss, cached = rng["numpy"]
-    version, internal, gauss_next = rng["python"]
-    states = {"paddle": rng["paddle"],
-              "numpy": {"kind": kind, "keys": keys, "pos": pos, "has_gauss": has_gauss, "cached_gaussian": cached},
-              "python": {"version": version, "internal": internal, "gauss_next": gauss_next}}
-    if "paddle_cuda" in rng:
-        states["paddle_cuda"] = rng["paddle_cuda"]
-    return states
-
-
 def _is_pickle(data: bytes, path: str) -> bool:
     """A version-1 snapshot: named .pdckpt, or a pickle's protocol mark where a safetensors
     file has a header length (which for a pickle reads as more than the file holds)."""
@@ -213,15 +205,15 @@ def decode_legacy(data: bytes, path: str) -> dict:
                           "load it (a pickle can run code): use snapshots from runs you trust") from None
     if not isinstance(payload, dict) or payload.get("format") != LEGACY_FORMAT:
         raise ValueError("not a paddle_gan_kit snapshot")
-    payload["rng"] = _legacy_rng(payload["rng"])
+    payload.pop("rng", None)  # training draws are seeded per step now (rng.py)
     payload["format"] = FORMAT
     return payload
 
 
 # --- files --------------------------------------------------------------------------------------
 
-REQUIRED = ("step", "generator", "discriminator", "opt_g", "opt_d", "rng", "fixed_noise", "data_order",
-            "history", "config")
+REQUIRED = ("step", "generator", "discriminator", "opt_g", "opt_d", "fixed_noise", "data_order", "history",
+            "config")
 
 
 def write_snapshot(payload: dict, path: str, fix: str | None = None) -> int:

@@ -5,7 +5,7 @@ config (``run.Run``), the device, the data and its batch order (``data``), the r
 (``monitor``), the nets with their optimizers and update rule (``steps.AdversarialStep``), then
 the state the loop itself carries (step, loss history, fixed sample noise, RNGs), restored from
 the newest snapshot on resume. A "step" is one generator update; ``n_critic`` D/critic updates,
-each on a fresh real batch, come first.
+each on a fresh real batch, come first. Each step's randomness is seeded from (seed, rank, step).
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ from paddle_gan_kit.errors import GanKitError
 from paddle_gan_kit.latent import draw_latents
 from paddle_gan_kit.metrics import Evaluator
 from paddle_gan_kit.models import count_parameters
-from paddle_gan_kit.rng import rng_states, seed_training_rngs, set_rng_states
+from paddle_gan_kit.rng import seed_step
 from paddle_gan_kit import snapshot
 from paddle_gan_kit.run import Diverged, Run
 from paddle_gan_kit.steps import AdversarialStep
@@ -160,7 +160,6 @@ class Trainer:
         self.step, self.history, self.setting_changes = 0, [], []
         self.window = LossWindow()
         self.stop_signal: int | None = None
-        seed_training_rngs(cfg.seed, self.rank)
         if found is not None:
             self._restore(found)
         if self.run.changes:
@@ -182,7 +181,9 @@ class Trainer:
         return to_tensor_batch(self.data.images[self.order.next_indices()], self.cfg.channels)
 
     def train_step(self) -> dict:
-        """One generator update on fresh real batches; the step's scalars as device tensors."""
+        """One generator update on fresh real batches; the step's scalars as device tensors. Its
+        random draws come from (seed, rank, step) alone (``rng.seed_step``)."""
+        seed_step(self.cfg.seed, self.rank, self.step)
         return self.objective.step([self.real_batch() for _ in range(self.objective.batches_per_step)])
 
     # ---- the loop ------------------------------------------------------------------------------
@@ -284,7 +285,6 @@ class Trainer:
             "step": self.step,
             "data_order": self.order.state_dict(),
             **self.objective.state_dict(),
-            "rng": rng_states(),
             "fixed_noise": self.fixed_noise,
             "history": list(self.history),
             "setting_changes": list(self.setting_changes),
@@ -326,15 +326,12 @@ class Trainer:
         saved_world = int(payload.get("world_size", 1))
         if saved_world == self.world_size:
             self.order.set_state_dict(payload["data_order"])
-            set_rng_states(payload["rng"])
         else:
-            # another number of ranks: the batch order restarts at the saved epoch boundary and
-            # noise streams are re-seeded from (seed, step), reproducibly
+            # another number of ranks: the batch order restarts at the saved epoch boundary
             epoch = int(payload["data_order"]["epoch"]) + 1
             self.order.set_state_dict({"epoch": epoch, "position": 0})
-            seed_training_rngs(self.cfg.seed + self.step, self.rank)
             self.reporter.info(
                 f"the snapshot was written by {saved_world} ranks, now {self.world_size}: global batch "
                 f"{self.cfg.batch_size * saved_world} -> {self.cfg.batch_size * self.world_size}, data order "
-                f"restarts at epoch {epoch}, noise re-seeded from the step")
+                f"restarts at epoch {epoch}")
         self.reporter.info(f"resumed {self.run.dir} from {os.path.basename(found.path)} (step {self.step})")

@@ -19,11 +19,18 @@ pytestmark = pytest.mark.skipif(os.environ.get(CONV_BACKEND_ENV) == "paddle",
                                 reason="this run of the suite is the one on Paddle's convolutions only")
 
 
-@pytest.fixture(scope="module", autouse=True)
+@pytest.fixture(scope="module")
 def onednn():
-    """This process on the oneDNN backend (built once per test session); restored afterwards."""
-    line = fastconv.configure("onednn", "cpu")
-    assert fastconv.backend() == "onednn", line
+    """This process on the oneDNN backend (built once per test session); restored afterwards.
+    Where it cannot be built (no headers, another Paddle's oneDNN) these tests skip, unless
+    PADDLE_GAN_KIT_REQUIRE_ONEDNN=1 (CI on the Paddle the headers match) makes that a failure."""
+    try:
+        fastconv.configure("onednn", "cpu")
+    except GanKitError as exc:
+        if os.environ.get("PADDLE_GAN_KIT_REQUIRE_ONEDNN") == "1":
+            raise
+        pytest.skip(f"oneDNN convolutions cannot be built here: {exc}")
+    assert fastconv.backend() == "onednn"
     yield
     fastconv.configure("paddle", "cpu")
 
@@ -47,7 +54,7 @@ def outputs_and_gradients(net, x, backend):
 
 @pytest.mark.parametrize("size", COMMON_SIZES)
 @pytest.mark.parametrize("channels", [1, 3])
-def test_generator_and_critic_equal_paddles_at_every_size(size, channels):
+def test_generator_and_critic_equal_paddles_at_every_size(onednn, size, channels):
     """Outputs, input gradients and every weight gradient of G and D, against Paddle's own
     convolutions with the same weights: every conv and transposed-conv geometry the models use."""
     cfg = TrainConfig(model="wgan_gp", size=size, channels=channels, z_dim=8, g_channels=4, d_channels=4,
@@ -63,7 +70,7 @@ def test_generator_and_critic_equal_paddles_at_every_size(size, channels):
 
 
 @pytest.mark.parametrize("norm", ["layer", "instance", "none"])
-def test_gradient_penalty_double_backward_equals_paddles(norm):
+def test_gradient_penalty_double_backward_equals_paddles(onednn, norm):
     paddle.seed(3)
     critic = init_weights(Discriminator(32, 3, 8, 32, norm))
     real, fake = paddle.randn([4, 3, 32, 32]), paddle.randn([4, 3, 32, 32])
@@ -99,7 +106,7 @@ def first_step_gradients(cfg):
 
 
 @pytest.mark.parametrize("model", ["dcgan", "wgan_gp"])
-def test_a_training_step_equals_paddles(tmp_path, tiny_npy, model):
+def test_a_training_step_equals_paddles(onednn, tmp_path, tiny_npy, model):
     runs = [first_step_gradients(tiny_config(tmp_path / backend, model, tiny_npy, n_critic=2, conv_backend=backend))
             for backend in ("onednn", "paddle")]
     (grads_a, values_a, backend_a), (grads_b, values_b, backend_b) = runs
@@ -141,7 +148,7 @@ def test_missing_headers_from_the_command_line(tmp_path, tiny_npy):
     assert "convolutions: Paddle's own, because PADDLE_GAN_KIT_ONEDNN_INCLUDE=" in result.stderr
 
 
-def test_a_run_moved_between_backends_continues_and_says_so(tmp_path, tiny_npy):
+def test_a_run_moved_between_backends_continues_and_says_so(onednn, tmp_path, tiny_npy):
     out = tmp_path / "run"
     paddle_gan_kit.train(tiny_config(out, "dcgan", tiny_npy, steps=2, conv_backend="paddle"), progress=False)
     paddle_gan_kit.train(tiny_config(out, "dcgan", tiny_npy, steps=4, conv_backend="onednn"), resume=True,

@@ -70,7 +70,7 @@ def test_fuzzed_snapshots_are_one_line_never_a_traceback(tiny_run, tmp_path, cap
                                "step_00000002.pdckpt"), "rb").read()
     rng = random.Random(0)
     cases = [b"", b"\x00" * 8, b"not a snapshot at all", pickle.dumps([1, 2, 3]), pickle.dumps({"format": 1}),
-             open(os.path.join(os.path.dirname(__file__), "data", "legacy_v1", "dcgan_step4.npz"), "rb").read()]
+             open(os.path.join(os.path.dirname(__file__), "data", "legacy_v1", "data", "blobs.npy"), "rb").read()]
     for source in (good, legacy):
         cases += [source[:rng.randrange(len(source))] for _ in range(25)]
         for _ in range(40):
