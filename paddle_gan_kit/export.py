@@ -1,4 +1,4 @@
-"""``python -m paddle_gan_kit.export``: a trained generator as a Paddle inference model.
+"""``python -m paddle_gan_kit.export``: a trained generator as a Paddle inference model, and as ONNX.
 
 Writes ``<out>/generator.*`` with ``paddle.jit.save`` (the program and its parameters, loadable
 with ``paddle.jit.load`` or Paddle Inference without this package) and ``<out>/meta.json``
@@ -14,6 +14,15 @@ From Python::
     import paddle
     generator = paddle.jit.load("exported/gems96/generator")
     images = generator(paddle.randn([16, 100]))   # (16, 3, 96, 96) in [-1, 1]
+
+``--format onnx`` also converts that model with paddle2onnx (``pip install -e ".[onnx]"``) into
+``<out>/generator.onnx`` (opset :data:`ONNX_OPSET`, input ``z`` with a dynamic batch size),
+which runs without Paddle::
+
+    import numpy as np, onnxruntime
+    session = onnxruntime.InferenceSession("exported/gems96/generator.onnx")
+    z = np.random.default_rng(0).standard_normal((16, 100)).astype(np.float32)
+    images = session.run(None, {"z": z})[0]       # (16, 3, 96, 96) float32 in [-1, 1]
 """
 from __future__ import annotations
 
@@ -24,20 +33,45 @@ import sys
 import paddle_gan_kit  # noqa: F401  (sets CPU threads before Paddle loads)
 import paddle
 
-from data_prep.files import write_text_atomic
+from data_prep.files import atomic_path, write_text_atomic
 from paddle_gan_kit import fastconv
 from paddle_gan_kit.errors import ArgumentParser, GanKitError, cli_entry
 from paddle_gan_kit.run import load_generator
+from paddle_gan_kit.runtime import silenced_output
 
 MODEL_NAME = "generator"
 META_NAME = "meta.json"  # not generator.*: paddle.jit.load reads files by that prefix
+FORMATS = ("paddle", "onnx")
+ONNX_OPSET = 11  # onnxruntime runs it everywhere; the generator needs nothing newer
 
 
-def export_generator(run: str, out: str, snapshot=None) -> str:
-    """Export the generator of ``run`` (a run directory or snapshot file) to ``out``.
+def _paddle2onnx():
+    try:
+        import paddle2onnx
+    except ImportError:
+        raise GanKitError('--format onnx needs paddle2onnx: pip install -e ".[onnx]" (or pip install paddle2onnx '
+                          'onnxruntime)') from None
+    return paddle2onnx
+
+
+def _program_files(prefix: str) -> tuple[str, str]:
+    """The program and parameter files ``paddle.jit.save`` wrote for ``prefix``: .json (PIR,
+    Paddle 3) or .pdmodel (Paddle 2.6), and .pdiparams."""
+    for suffix in (".json", ".pdmodel"):
+        if os.path.isfile(prefix + suffix):
+            return prefix + suffix, prefix + ".pdiparams"
+    raise GanKitError(f"paddle.jit.save wrote no program next to {prefix}; the Paddle export failed")
+
+
+def export_generator(run: str, out: str, snapshot=None, format: str = "paddle") -> str:
+    """Export the generator of ``run`` (a run directory or snapshot file) to ``out``; with
+    ``format="onnx"``, also ``out/generator.onnx``.
 
     Returns the path prefix to pass to ``paddle.jit.load``. ``out`` must not hold files yet.
     """
+    if format not in FORMATS:
+        raise GanKitError(f"unknown --format {format!r}; use {' or '.join(FORMATS)}")
+    converter = _paddle2onnx() if format == "onnx" else None
     if os.path.isdir(out) and os.listdir(out):
         raise GanKitError(f"--out {out} is not empty; choose a new folder (an export is never overwritten)")
     generator, cfg = load_generator(run, snapshot)
@@ -54,6 +88,21 @@ def export_generator(run: str, out: str, snapshot=None) -> str:
         "model": cfg.model, "size": cfg.size, "channels": cfg.channels, "z_dim": cfg.z_dim,
         "source": os.path.abspath(run), "snapshot": snapshot, "paddle": paddle.__version__,
     }
+    if converter is not None:
+        program, params = _program_files(prefix)
+        onnx_path = prefix + ".onnx"
+        with atomic_path(onnx_path) as tmp:
+            try:
+                with silenced_output():  # the converter logs every pass to the terminal
+                    converter.export(program, params, str(tmp), opset_version=ONNX_OPSET, verbose=False)
+            except Exception as exc:  # the converter raises many types for an op it cannot map
+                raise GanKitError(f"paddle2onnx could not convert the generator ({' '.join(str(exc).split())[:200]}); "
+                                  "the Paddle export in --out is complete") from None
+            if not tmp.is_file():
+                raise GanKitError("paddle2onnx wrote no ONNX model (an op it cannot convert?); the Paddle export "
+                                  "in --out is complete")
+        meta["onnx"] = {"file": os.path.basename(onnx_path), "opset": ONNX_OPSET, "input": "z",
+                        "paddle2onnx": getattr(converter, "__version__", "?")}
     write_text_atomic(os.path.join(out, META_NAME), json.dumps(meta, indent=2))
     return prefix
 
@@ -66,13 +115,16 @@ def build_parser() -> ArgumentParser:
     )
     parser.add_run_arguments()
     parser.add_argument("--out", required=True, help="new (or empty) folder for generator.* files")
+    parser.add_argument("--format", choices=FORMATS, default="paddle",
+                        help=f"paddle (paddle.jit.save), or onnx: that plus generator.onnx (opset {ONNX_OPSET}; "
+                             'needs pip install -e ".[onnx]")')
     return parser
 
 
 @cli_entry
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    prefix = export_generator(args.run, args.out, snapshot=args.snapshot)
+    prefix = export_generator(args.run, args.out, snapshot=args.snapshot, format=args.format)
     files = sorted(os.listdir(os.path.dirname(prefix) or "."))
     print(f"exported to {prefix} ({', '.join(files)}); load with paddle.jit.load({prefix!r})")
     return 0

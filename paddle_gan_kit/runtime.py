@@ -167,3 +167,24 @@ def report_environment_problems_in_one_line() -> None:
         previous(kind, value, tb)
 
     sys.excepthook = hook
+
+
+class silenced_output:
+    """Send whatever the block writes to the process's stdout and stderr (file descriptors 1
+    and 2, which C++ libraries write to directly) to /dev/null; returns what Python wrote."""
+
+    def __enter__(self):
+        sys.stdout.flush(), sys.stderr.flush()
+        self._null = os.open(os.devnull, os.O_WRONLY)
+        self._saved = os.dup(1), os.dup(2)
+        os.dup2(self._null, 1)
+        os.dup2(self._null, 2)
+        return self
+
+    def __exit__(self, *exc):
+        sys.stdout.flush(), sys.stderr.flush()
+        os.dup2(self._saved[0], 1)
+        os.dup2(self._saved[1], 2)
+        for fd in (*self._saved, self._null):
+            os.close(fd)
+        return False

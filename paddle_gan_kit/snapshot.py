@@ -16,10 +16,8 @@ any instant leaves the previous snapshot whole.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
-import pickle
 import re
 import struct
 from dataclasses import dataclass
@@ -27,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from data_prep.files import atomic_path
+from paddle_gan_kit import safe_pickle
 from paddle_gan_kit.errors import GanKitError
 
 FORMAT = "paddle_gan_kit.snapshot/2"
@@ -150,29 +149,8 @@ class _PaddleGeneratorState:
         self.values = None
 
 
-_ALLOWED = {
-    ("numpy", "ndarray"), ("numpy", "dtype"),
-    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
-    ("builtins", "set"), ("builtins", "frozenset"), ("collections", "OrderedDict"),
-}
-
-
-class _RestrictedUnpickler(pickle.Unpickler):
-    def find_class(self, module, name):
-        if (module, name) in _ALLOWED:
-            # numpy 2 pickles name numpy._core, numpy 1 numpy.core: either loads with either
-            if module.startswith("numpy._core") and int(np.__version__.split(".")[0]) < 2:
-                module = "numpy.core" + module[len("numpy._core"):]
-            return super().find_class(module, name)
-        if (module, name) in (("paddle.base.libpaddle", "GeneratorState"), ("paddle.fluid.libpaddle", "GeneratorState")):
-            return _PaddleGeneratorState
-        raise _Refused(f"{module}.{name}")
-
-
-class _Refused(Exception):
-    pass
+_LEGACY_GLOBALS = {("paddle.base.libpaddle", "GeneratorState"): _PaddleGeneratorState,
+                   ("paddle.fluid.libpaddle", "GeneratorState"): _PaddleGeneratorState}
 
 
 def _plain(value):
@@ -199,8 +177,8 @@ def _is_pickle(data: bytes, path: str) -> bool:
 def decode_legacy(data: bytes, path: str) -> dict:
     """The payload of a version-1 pickle snapshot, unpickled without running code."""
     try:
-        payload = _plain(_RestrictedUnpickler(io.BytesIO(data)).load())
-    except _Refused as refused:
+        payload = _plain(safe_pickle.loads(data, _LEGACY_GLOBALS))
+    except safe_pickle.Refused as refused:
         raise GanKitError(f"snapshot {path} holds a pickled {refused}, which no snapshot contains; refusing to "
                           "load it (a pickle can run code): use snapshots from runs you trust") from None
     if not isinstance(payload, dict) or payload.get("format") != LEGACY_FORMAT:

@@ -155,6 +155,15 @@ def _load_legacy(path: str) -> dict:
     return result
 
 
+def is_torch_file(path: str) -> bool:
+    """True for a ``torch.save`` file: a zip archive, or a stream starting with torch's magic number."""
+    if zipfile.is_zipfile(path):
+        return True
+    with open(path, "rb") as f:
+        head = f.read(16)
+    return head[2:4] == b"\x8a\x0a" and head[4:14] == _LEGACY_MAGIC.to_bytes(10, "little")
+
+
 def read_state_dict(path: str) -> dict:
     """``{name: numpy array}`` from a PyTorch ``.pth`` state dict (legacy or zip format).
     A pickle with any global other than a state dict's is refused in one line, unrun."""

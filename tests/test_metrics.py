@@ -11,7 +11,9 @@ import pytest
 from paddle_gan_kit.metrics import (EXTRACTORS, Evaluator, MetricsError, class_coverage,
                                     feature_stats, frechet_distance, frechet_distance_from_stats,
                                     get_extractor, kid)
+from paddle_gan_kit.errors import GanKitError
 from paddle_gan_kit.metrics.inception import FIDInceptionV3, InceptionFeatures, file_sha256
+from conftest import write_torch_state_dict
 
 scipy_linalg = pytest.importorskip("scipy.linalg")
 
@@ -271,14 +273,94 @@ def test_user_mistakes_are_metrics_errors(digits):
         extractor(np.repeat(images[:4], 3, axis=-1))
 
 
-def test_download_without_a_pinned_hash_is_refused(monkeypatch, tmp_path):
-    from paddle_gan_kit.metrics import MetricsError, inception
+def torchvision_names(state):
+    """A FID Inception state dict named as pytorch-fid's .pth names it (torchvision's layout)."""
+    out = {}
+    for key, value in state.items():
+        value = value.numpy()
+        out[key.replace("._mean", ".running_mean").replace("._variance", ".running_var")] = value
+        if key.endswith("._variance"):
+            out[key.replace("._variance", ".num_batches_tracked")] = np.array(0, np.int64)
+    out["fc.weight"], out["fc.bias"] = np.zeros((1008, 2048), np.float32), np.zeros(1008, np.float32)
+    return out
 
-    monkeypatch.setattr(inception, "INCEPTION_WEIGHTS_SHA256", None)
+
+@pytest.fixture(scope="module")
+def fid_pth(tmp_path_factory):
+    """A random FID InceptionV3 written as pytorch-fid's .pth (zip format), and the paddle net."""
+    paddle.seed(1)
+    net = FIDInceptionV3()
+    net.eval()
+    path = tmp_path_factory.mktemp("fid") / "pt_inception-2015-12-05-6726825d.pth"
+    write_torch_state_dict(path, torchvision_names(net.state_dict()))
+    return str(path), net
+
+
+def test_pytorch_fid_weights_load_without_torch_and_map_onto_the_net(fid_pth):
+    path, net = fid_pth
+    extractor = InceptionFeatures(weights=path)
+    assert extractor.info["ignored_entries"] == 2 + sum(k.endswith("_variance") for k in net.state_dict())
+    x = np.random.default_rng(0).integers(0, 256, (2, 299, 299, 3), dtype=np.uint8)
+    with paddle.no_grad():
+        expected = net(paddle.to_tensor((x.transpose(0, 3, 1, 2) / 127.5 - 1.0).astype(np.float32))).numpy()
+    np.testing.assert_allclose(extractor(x), expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["pth", "pdparams"])
+def test_weights_with_any_other_global_are_refused_unrun(tmp_path, kind):
+    import pickle
+
+    marker = tmp_path / "ran"
+    path = tmp_path / f"hostile.{kind}"
+    if kind == "pth":
+        write_torch_state_dict(path, {"w": np.zeros(2, np.float32)}, extra_global=("os", "system"))
+    else:
+        class Payload:
+            def __reduce__(self):
+                return (eval, (f"open({str(marker)!r}, 'w')",))
+        path.write_bytes(pickle.dumps({"w": np.zeros(2, np.float32), "x": Payload()}))
+    with pytest.raises(MetricsError if kind == "pdparams" else GanKitError, match="holds a pickled"):
+        InceptionFeatures(weights=str(path))
+    assert not marker.exists()
+
+
+@pytest.fixture
+def weights_server(tmp_path):
+    """An HTTP server on loopback serving ``tmp_path / "served"``; yields (folder, base URL)."""
+    import functools
+    import http.server
+    import threading
+
+    folder = tmp_path / "served"
+    folder.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield folder, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_download_checks_the_hash_and_uses_only_a_checked_file(fid_pth, weights_server, monkeypatch, tmp_path):
+    from paddle_gan_kit.metrics import inception
+
+    path, _ = fid_pth
+    folder, base = weights_server
+    name = os.path.basename(path)
+    (folder / name).write_bytes(open(path, "rb").read())
+    monkeypatch.setattr(inception, "FID_WEIGHTS_URL", f"{base}/{name}")
     monkeypatch.delenv(inception.WEIGHTS_ENV, raising=False)
-    monkeypatch.setenv("PADDLE_GAN_KIT_CACHE", str(tmp_path))
-    fetched = []
-    monkeypatch.setattr(inception.urllib.request, "urlretrieve", lambda *a, **k: fetched.append(a))
-    with pytest.raises(MetricsError, match="needs the sha256"):
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("PADDLE_GAN_KIT_CACHE", str(cache))
+    # the served file is not the published one: its sha256 does not start with 6726825d
+    with pytest.raises(MetricsError, match=r"has sha256 .*not 6726825d\.\.\.; refused and removed") as err:
         inception.load_inception(download=True)
-    assert not fetched
+    assert "\n" not in str(err.value) and not list(cache.glob("*.pth*"))
+    # the same file when it is the one the hash names
+    monkeypatch.setattr(inception, "FID_WEIGHTS_SHA256_PREFIX", inception.file_sha256(path)[:8])
+    net, info = inception.load_inception(download=True)
+    assert info["weights"] == str(cache / name) and info["weights_verified"]
+    assert (cache / name).read_bytes() == open(path, "rb").read()
+
+

@@ -11,7 +11,7 @@ from paddle_gan_kit.config import TrainConfig, parse_size
 from paddle_gan_kit.errors import GanKitError
 from paddle_gan_kit.models import build_discriminator, build_generator
 from paddle_gan_kit.models.dcgan import Discriminator, Generator
-from paddle_gan_kit.models.layers import SpectralConv2D
+from paddle_gan_kit.models.layers import NearestUpsample2x, SpectralConv2D
 from paddle_gan_kit.steps import AdversarialStep, recalibrate_batchnorm
 from conftest import assert_one_line_error, params_of, run_cli, tiny_config
 
@@ -178,7 +178,10 @@ def test_upsample_then_convolve_generator_shapes(size):
     assert G(paddle.randn([2, 8])).shape == [2, 3, size, size]
     _, doublings = parse_size(size)
     assert sum(isinstance(m, paddle.nn.Conv2DTranspose) for m in G.sublayers()) == 1  # only the 1x1 -> s0 projection
-    assert sum(isinstance(m, paddle.nn.Upsample) for m in G.sublayers()) == doublings
+    assert sum(isinstance(m, NearestUpsample2x) for m in G.sublayers()) == doublings
+    x = paddle.randn([2, 3, 5, 7])
+    np.testing.assert_array_equal(NearestUpsample2x()(x).numpy(),
+                                  paddle.nn.functional.interpolate(x, scale_factor=2, mode="nearest").numpy())
 
 
 ALL_ON = dict(augment="translation,cutout,color", augment_p=0.8, d_norm="spectral", loss="hinge", r1_gamma=0.5,

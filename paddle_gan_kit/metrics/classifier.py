@@ -7,6 +7,7 @@ hash of the data and the training settings, so the same real set always gives th
 extractor. The classifier's predictions on generated images also measure mode coverage:
 :func:`class_coverage`.
 """
+from __future__ import annotations
 
 import contextlib
 import hashlib

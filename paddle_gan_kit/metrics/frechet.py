@@ -15,6 +15,7 @@ reference's two safeguards map onto it as: the "imaginary part" is sqrt of any n
 eigenvalue (round-off when tiny, dropped; a sign the inputs are not covariances when large), and
 the ``eps`` diagonal offset is the retry when that check or finiteness fails.
 """
+from __future__ import annotations
 
 import numpy as np
 

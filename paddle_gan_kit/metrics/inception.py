@@ -8,6 +8,7 @@ those, pretrained FID weights give different numbers. Layer attribute names foll
 its published ``InceptionV3.pdparams`` loads as is; the BatchNorm statistics may be spelled
 either ``_mean/_variance`` (Paddle) or ``running_mean/running_var`` (PyTorch conversions).
 """
+from __future__ import annotations
 
 import hashlib
 import os
@@ -18,20 +19,24 @@ import paddle
 from paddle import nn
 
 from data_prep.files import atomic_path, cache_dir
+from paddle_gan_kit import safe_pickle
+from paddle_gan_kit.torch_weights import is_torch_file, read_state_dict
 from .errors import MetricsError
 from .resize import RESIZER, check_images, describe_resize, resize_images
 
-# PaddleGAN's published conversion of the pytorch-fid (TF 2015-12-05) weights; see its
-# ppgan/metrics/fid.py (INCEPTIONV3_WEIGHT_URL) and docs (fid README: "converted from tensorflow").
-INCEPTION_WEIGHTS_URL = "https://paddlegan.bj.bcebos.com/InceptionV3.pdparams"
-# PaddleGAN publishes no checksum for that file and none could be established offline, so there
-# is no pinned hash yet: pass expected_sha256 to verify, and reported results carry the file's
-# sha256 either way. Set this once the hash of the published file has been checked.
-INCEPTION_WEIGHTS_SHA256 = None
+# The weights pytorch-fid uses, and through it most papers' FIDs: the 2015-12-05 TensorFlow
+# Inception graph ported to PyTorch, published as a release asset of mseitzer/pytorch-fid. Its
+# name carries the first hex digits of its sha256, which is what torch.hub checks; no full hash
+# is published, so that prefix is what --download checks too.
+FID_WEIGHTS_URL = ("https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/"
+                   "pt_inception-2015-12-05-6726825d.pth")
+FID_WEIGHTS_SHA256_PREFIX = "6726825d"
+# PaddleGAN's conversion of the same weights (its ppgan/metrics/fid.py), accepted with --weights.
+PADDLEGAN_WEIGHTS_URL = "https://paddlegan.bj.bcebos.com/InceptionV3.pdparams"
 WEIGHTS_ENV = "PADDLE_GAN_KIT_INCEPTION_WEIGHTS"
 
-_MISSING_WEIGHTS_FIX = (f"download {INCEPTION_WEIGHTS_URL} and pass it with --weights PATH "
-                        f"(or weights=PATH, or set {WEIGHTS_ENV}=PATH), or use download=True")
+_MISSING_WEIGHTS_FIX = (f"pass --download (fetches pytorch-fid's {os.path.basename(FID_WEIGHTS_URL)} once), or "
+                        f"--weights PATH to that file or to PaddleGAN's InceptionV3.pdparams (or set {WEIGHTS_ENV})")
 
 
 class ConvBN(nn.Layer):
@@ -218,27 +223,43 @@ def file_sha256(path):
     return digest.hexdigest()
 
 
-def _download_weights(expected_sha256):
-    """Fetch the published weights into the cache dir once; returns the local path."""
-    if not expected_sha256:
-        # weights are unpickled code-bearing files: never fetch one that cannot be checked
-        raise MetricsError(f"--download needs the sha256 of {INCEPTION_WEIGHTS_URL} and none is pinned "
-                           "in this version; download the file yourself, check it, and pass --weights PATH")
-    path = cache_dir() / os.path.basename(INCEPTION_WEIGHTS_URL)
+def download_weights(url: str | None = None) -> str:
+    """Fetch pytorch-fid's weights into the cache once; a file whose sha256 does not start with
+    the published prefix is removed and refused. Returns the local path."""
+    url = url or FID_WEIGHTS_URL
+    path = cache_dir() / os.path.basename(url)
     if path.is_file():
         return str(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # only a complete, checked file ever appears under the final name
     with atomic_path(path) as partial:
         try:
-            urllib.request.urlretrieve(INCEPTION_WEIGHTS_URL, partial)
+            urllib.request.urlretrieve(url, partial)
         except OSError as exc:
-            raise MetricsError(f"could not download {INCEPTION_WEIGHTS_URL} ({exc}); "
-                               f"download it elsewhere and pass --weights PATH") from None
-        if expected_sha256 and file_sha256(partial) != expected_sha256.lower():
-            raise MetricsError(f"downloaded {INCEPTION_WEIGHTS_URL} does not have sha256 {expected_sha256}; "
-                               "refusing it (retry, or check the URL)")
+            raise MetricsError(f"could not download {url} ({exc}); download it elsewhere and pass --weights PATH") from None
+        sha = file_sha256(partial)
+        if not sha.startswith(FID_WEIGHTS_SHA256_PREFIX):
+            raise MetricsError(f"the file downloaded from {url} has sha256 {sha[:16]}..., not {FID_WEIGHTS_SHA256_PREFIX}...; "
+                               "refused and removed (retry, or check the URL)")
     return str(path)
+
+
+def read_weights(path: str) -> dict:
+    """``{name: array}`` from a PyTorch ``.pth`` (pytorch-fid) or a Paddle ``.pdparams``
+    (PaddleGAN) file, read without running code."""
+    if is_torch_file(path):
+        return read_state_dict(path)
+    try:
+        with open(path, "rb") as f:
+            state = safe_pickle.loads(f.read())
+    except safe_pickle.Refused as refused:
+        raise MetricsError(f"{path} holds a pickled {refused}, which a weights file never needs; refusing to load "
+                           "it (a pickle can run code)") from None
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means "not a state dict"
+        raise MetricsError(f"cannot read {path} as a state dict ({type(exc).__name__}); {_MISSING_WEIGHTS_FIX}") from None
+    if not isinstance(state, dict):
+        raise MetricsError(f"{path} holds a {type(state).__name__}, not a state dict; {_MISSING_WEIGHTS_FIX}")
+    return {k: v for k, v in state.items() if isinstance(v, np.ndarray)}
 
 
 def _canonical_key(key):
@@ -249,31 +270,25 @@ def _canonical_key(key):
 def load_inception(weights=None, expected_sha256=None, download=False):
     """Build the FID InceptionV3 and load checked weights; returns ``(net, info)``.
 
-    ``weights``: path to a ``.pdparams`` state dict (default: env PADDLE_GAN_KIT_INCEPTION_WEIGHTS,
-    then the download cache when ``download=True``). The file's sha256 must equal
-    ``expected_sha256`` (default: INCEPTION_WEIGHTS_SHA256) when one is known; it is checked
-    before the file is unpickled. Every parameter of the net must be present with its shape;
-    extra entries (e.g. the 1008-way classifier) are ignored. ``info`` records path and hash.
+    ``weights``: pytorch-fid's ``.pth`` or PaddleGAN's ``.pdparams`` (default: env
+    PADDLE_GAN_KIT_INCEPTION_WEIGHTS, then pytorch-fid's file in the cache, downloaded there
+    once when ``download=True``). With ``expected_sha256`` the file's sha256 must equal it.
+    Files are read without running code. Every parameter of the net must be present with its
+    shape; extra entries (the 1008-way classifier) are ignored. ``info`` records path and hash.
     """
-    expected = (expected_sha256 or INCEPTION_WEIGHTS_SHA256 or "").lower() or None
-    path = weights or os.environ.get(WEIGHTS_ENV)
+    expected = (expected_sha256 or "").lower() or None
+    cached = cache_dir() / os.path.basename(FID_WEIGHTS_URL)
+    path = weights or os.environ.get(WEIGHTS_ENV) or (str(cached) if cached.is_file() else None)
     if not path and download:
-        path = _download_weights(expected)
+        path = download_weights()
     if not path:
         raise MetricsError(f"no Inception weights given; {_MISSING_WEIGHTS_FIX}")
     if not os.path.isfile(path):
         raise MetricsError(f"Inception weights file not found: {path}; {_MISSING_WEIGHTS_FIX}")
     sha = file_sha256(path)
     if expected is not None and sha != expected:
-        raise MetricsError(f"Inception weights {path} have sha256 {sha}, expected {expected}; "
-                           f"refusing them (re-download {INCEPTION_WEIGHTS_URL})")
-    try:
-        state = paddle.load(path)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means "not a state dict"
-        raise MetricsError(f"cannot read {path} as a Paddle state dict ({type(exc).__name__}); "
-                           f"{_MISSING_WEIGHTS_FIX}") from None
-    if not isinstance(state, dict):
-        raise MetricsError(f"{path} holds a {type(state).__name__}, not a state dict; {_MISSING_WEIGHTS_FIX}")
+        raise MetricsError(f"Inception weights {path} have sha256 {sha}, expected {expected}; refusing them")
+    state = read_weights(path)
 
     net = FIDInceptionV3()
     own = net.state_dict()
@@ -289,7 +304,9 @@ def load_inception(weights=None, expected_sha256=None, download=False):
         raise MetricsError(f"{path} is not FID InceptionV3 weights: {detail}; {_MISSING_WEIGHTS_FIX}")
     net.set_state_dict({k: given[k] for k in own})
     net.eval()
-    info = {"weights": os.path.abspath(path), "weights_sha256": sha, "weights_verified": expected is not None,
+    verified = expected is not None or (os.path.basename(path) == os.path.basename(FID_WEIGHTS_URL)
+                                        and sha.startswith(FID_WEIGHTS_SHA256_PREFIX))
+    info = {"weights": os.path.abspath(path), "weights_sha256": sha, "weights_verified": verified,
             "ignored_entries": len(given) - len(own)}
     return net, info
 

@@ -5,6 +5,7 @@ the unbiased estimator (diagonal of the within-set kernels left out), averaged o
 ``n_subsets`` draws of ``subset_size`` samples from each set. KID is unbiased, so unlike FID it
 can be compared across sample counts, and it can be slightly negative when the sets match.
 """
+from __future__ import annotations
 
 import numpy as np
 

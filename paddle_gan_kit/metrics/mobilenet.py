@@ -14,6 +14,8 @@ its last conv stage on 224 x 224 images normalised as for ImageNet. **A Fréchet
 space is not comparable to published FIDs** (which use Inception): it compares runs, steps and
 recipes with each other, on the same data and n.
 """
+from __future__ import annotations
+
 import os
 import urllib.request
 
@@ -46,8 +48,9 @@ def default_weights() -> str | None:
     return str(cached) if cached.is_file() else None
 
 
-def download_weights(url: str = WEIGHTS_URL) -> str:
+def download_weights(url: str | None = None) -> str:
     """Fetch torchvision's weights into the cache once, keeping them only if their sha256 is right."""
+    url = url or WEIGHTS_URL
     path = cache_dir() / WEIGHTS_NAME
     if path.is_file():
         return str(path)

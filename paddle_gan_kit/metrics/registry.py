@@ -1,4 +1,5 @@
 """The one registry of feature extractors: name -> class, and the metric names."""
+from __future__ import annotations
 from .classifier import ClassifierFeatures
 from .errors import MetricsError
 from .inception import InceptionFeatures

@@ -4,6 +4,7 @@ clean-fid (Parmar et al., 2022) showed that the resizer in front of Inception mo
 points, so every reported value states it. We use clean-fid's "clean" choice: PIL bicubic on
 float32, one channel at a time (antialiased when shrinking, no uint8 rounding in between).
 """
+from __future__ import annotations
 
 import numpy as np
 from PIL import Image

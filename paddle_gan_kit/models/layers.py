@@ -82,6 +82,17 @@ class SampleLayerNorm(nn.Layer):
         return (out.reshape([n, c, h * w]) + self.bias.reshape([c, 1])).reshape([n, c, h, w])
 
 
+class NearestUpsample2x(nn.Layer):
+    """Double height and width by repeating each pixel (nearest neighbour): (N, C, H, W) ->
+    (N, C, 2H, 2W). Built from expand and reshape rather than ``interpolate``, so an exported
+    generator converts to ONNX (paddle2onnx 2.1 rejects the interpolate op's float scales)."""
+
+    def forward(self, x):
+        c, h, w = x.shape[1], x.shape[2], x.shape[3]
+        x = paddle.expand(x.unsqueeze([3, 5]), [-1, -1, -1, 2, -1, 2])  # (N, C, H, 2, W, 2)
+        return x.reshape([0, c, h * 2, w * 2])
+
+
 class SpectralConv2D(Conv2D):
     """``Conv2D`` whose weight is divided by its largest singular value (spectral normalisation,
     Miyato et al. 2018), estimated by one power iteration per training forward.
