@@ -51,6 +51,12 @@ def _paddle2onnx():
     except ImportError:
         raise GanKitError('--format onnx needs paddle2onnx: pip install -e ".[onnx]" (or pip install paddle2onnx '
                           'onnxruntime)') from None
+    except Exception as exc:  # paddle2onnx 2.x refuses Paddle 2.6 as it is imported
+        if int(paddle.__version__.split(".")[0]) < 3:
+            raise GanKitError(f'--format onnx on Paddle {paddle.__version__} needs paddle2onnx 1.x: '
+                              'pip install "paddle2onnx<2" onnxruntime') from None
+        raise GanKitError(f"paddle2onnx does not load here ({' '.join(str(exc).split())[:160]}); "
+                          'reinstall it: pip install -e ".[onnx]"') from None
     return paddle2onnx
 
 
