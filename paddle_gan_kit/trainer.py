@@ -140,12 +140,13 @@ class Trainer:
         self.device, notice = select_device(cfg.device)
         check_device_options(cfg, self.device, self.world_size)
         paddle.set_device(self.device)
-        convolutions = fastconv.configure(cfg.conv_backend, self.device,
-                                          progress=(lambda line: print(line, file=sys.stderr)) if self.rank == 0 else None)
         self.data = load_images(cfg.data, cfg.size, fit=cfg.fit, gems_count=cfg.gems_count,
                                 prepare_root=prepare_root_of(self.run.dir), progress=progress and self.rank == 0)
         self.cfg = cfg = dataclasses.replace(cfg, channels=cfg.channels or self.data.channels)
         self.order = BatchOrder(len(self.data), cfg.batch_size, cfg.seed, self.rank, self.world_size)
+        # after the data: a run refused for its data never waits for a build
+        convolutions = fastconv.configure(cfg.conv_backend, self.device,
+                                          progress=(lambda line: print(line, file=sys.stderr)) if self.rank == 0 else None)
         if self.rank == 0:
             self.run.prepare_dirs()
             self.reporter = monitor.RunReporter(self.run, cfg, progress, self._evaluator())

@@ -16,9 +16,15 @@ TINY = dict(size=16, batch_size=8, g_channels=8, d_channels=8, z_dim=16, n_sampl
 
 @pytest.fixture(scope="session", autouse=True)
 def isolated_cache(tmp_path_factory):
-    """Generated/prepared data goes to a per-session folder, never the user's cache."""
+    """Generated/prepared data goes to a per-session folder, never the user's cache. The oneDNN
+    convolutions are built into it first (where they can be), so that no command a test runs
+    prints the one-time build line in the middle of its output."""
     path = tmp_path_factory.mktemp("cache")
     os.environ["PADDLE_GAN_KIT_CACHE"] = str(path)
+    from paddle_gan_kit import fastconv
+
+    fastconv.configure("auto", "cpu")
+    fastconv.configure("paddle", "cpu")  # tests and Trainers choose their own backend
     return path
 
 

@@ -434,6 +434,7 @@ def test_cli_error_paths(tmp_path, capsys):
                           text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1
     assert proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr
+    assert str(tmp_path / "missing") in proc.stderr
 
 
 def test_load_prepared_explains_what_is_missing(tmp_path):

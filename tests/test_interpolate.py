@@ -18,7 +18,7 @@ from paddle_gan_kit.interpolate import (encode_gif, gif_frame_ms, interpolate, p
 from paddle_gan_kit.latent import generate_images, latent_for_seed, latent_walk, latents_for_seeds, lerp, slerp
 from paddle_gan_kit.models import build_generator
 from paddle_gan_kit.images import to_uint8_images
-from conftest import run_cli
+from conftest import assert_one_line_error, run_cli
 
 
 def fresh_generator(z_dist="normal", size=16, channels=3, z_dim=16):
@@ -39,15 +39,6 @@ def decode_gif(data):
         frames.append(np.asarray(im.convert("RGB")))
         durations.append(im.info["duration"])
     return np.stack(frames), durations, im.info.get("loop")
-
-
-def assert_one_line_error(result, *fragments):
-    assert result.returncode == 2, (result.returncode, result.stderr)
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: ") and "Traceback" not in result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 # ---- latent paths ------------------------------------------------------------------------

@@ -60,14 +60,13 @@ def test_folder_without_images_is_one_line(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     result = run_cli("paddle_gan_kit.train", "--data", empty, "--out", tmp_path / "r1", *TINY_FLAGS)
-    assert_one_line_error(result)
+    assert_one_line_error(result, f"no decodable image in {empty} (0 files: it is empty)", "JPEG/PNG/BMP/WebP")
     junk = tmp_path / "junk"
     junk.mkdir()
     (junk / "a.jpg").write_bytes(b"not really a jpeg")
     (junk / "b.txt").write_text("text")
     result = run_cli("paddle_gan_kit.train", "--data", junk, "--out", tmp_path / "r2", *TINY_FLAGS)
-    assert_one_line_error(result)
-    assert "no decodable image" in result.stderr or "skipped" in result.stderr
+    assert_one_line_error(result, f"no decodable image in {junk} (2 files: 2× not an image")
     assert not (tmp_path / "r1").exists() and not (tmp_path / "r2" / "config.yaml").exists()
 
 
