@@ -66,6 +66,9 @@ class TrainConfig:
     # how G doubles the side: "transposed" (DCGAN's 4x4 stride-2) or "nearest" (upsample + 3x3
     # conv, which avoids the checkerboard, Odena et al. 2016)
     g_upsample: str = "transposed"
+    # every resolution adds its own RGB output (StyleGAN2's skip generator): colour and layout
+    # from the low resolutions early, detail later
+    g_skip: bool = False
 
     # --- objective -----------------------------------------------------------------------
     loss: typing.Optional[str] = None  # "nonsaturating" (DCGAN), "wasserstein" (WGAN-GP) or "hinge" (SNGAN)

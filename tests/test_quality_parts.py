@@ -184,8 +184,27 @@ def test_upsample_then_convolve_generator_shapes(size):
                                   paddle.nn.functional.interpolate(x, scale_factor=2, mode="nearest").numpy())
 
 
+@pytest.mark.parametrize("size", [28, 32, 64])
+def test_skip_generator_sums_rgb_from_every_resolution(size):
+    cfg = TrainConfig(size=size, channels=3, z_dim=8, g_channels=4, max_channels=16, g_skip=True,
+                      g_upsample="nearest").resolve()
+    paddle.seed(6)
+    G = build_generator(cfg)
+    _, doublings = parse_size(size)
+    assert len(G.to_rgb) == doublings  # s0 and every stage but the last, which outputs RGB itself
+    z = paddle.randn([2, 8])
+    out = G(z)
+    assert out.shape == [2, 3, size, size] and float(out.abs().max()) <= 1.0
+    # the lowest resolution's RGB reaches the output: zeroing it changes the images
+    G.eval()
+    before = G(z).numpy()
+    G.to_rgb[0].weight.set_value(np.zeros(G.to_rgb[0].weight.shape, np.float32))
+    G.to_rgb[0].bias.set_value(np.zeros(G.to_rgb[0].bias.shape, np.float32))
+    assert not np.allclose(G(z).numpy(), before)
+
+
 ALL_ON = dict(augment="translation,cutout,color", augment_p=0.8, d_norm="spectral", loss="hinge", r1_gamma=0.5,
-              ema_decay=0.9, ema_rampup=0.05, g_upsample="nearest", lr_d=4e-4, lr_g=1e-4)
+              ema_decay=0.9, ema_rampup=0.05, g_upsample="nearest", g_skip=True, lr_d=4e-4, lr_g=1e-4)
 
 
 @pytest.mark.slow

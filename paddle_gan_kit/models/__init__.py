@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 
 from paddle_gan_kit.errors import GanKitError
-from paddle_gan_kit.models.dcgan import Discriminator, Generator
+from paddle_gan_kit.models.dcgan import Discriminator, Generator, SkipGenerator
 from paddle_gan_kit.models.init import count_parameters, init_weights
 
 
 def build_generator(cfg) -> Generator:
-    """The generator for ``cfg`` (size, channels, z_dim, widths), initialised."""
-    return init_weights(Generator(cfg.size, cfg.channels, cfg.z_dim, cfg.g_channels, cfg.max_channels,
-                                  cfg.g_upsample))
+    """The generator for ``cfg`` (size, channels, z_dim, widths, upsampling, skip outputs), initialised."""
+    kind = SkipGenerator if cfg.g_skip else Generator
+    return init_weights(kind(cfg.size, cfg.channels, cfg.z_dim, cfg.g_channels, cfg.max_channels, cfg.g_upsample))
 
 
 def build_discriminator(cfg) -> Discriminator:
@@ -41,5 +41,5 @@ def load_weights(model, state: dict, origin: str) -> None:
     model.set_state_dict({k: np.asarray(state[k]) for k in own})
 
 
-__all__ = ["Discriminator", "Generator", "build_discriminator", "build_generator", "count_parameters",
+__all__ = ["Discriminator", "Generator", "SkipGenerator", "build_discriminator", "build_generator", "count_parameters",
            "init_weights", "load_weights", "state_arrays"]

@@ -7,6 +7,7 @@ nets with 512 instead of 1024 at the bottleneck (pytorch/examples dcgan uses the
 """
 from __future__ import annotations
 
+import paddle
 from paddle import nn
 
 from paddle_gan_kit.config import parse_size
@@ -63,6 +64,37 @@ class Generator(nn.Layer):
     def forward(self, z):
         x = z.reshape([z.shape[0], self.z_dim, 1, 1])  # (N, z_dim, 1, 1)
         return self.net(x)  # (N, C, size, size)
+
+
+class SkipGenerator(nn.Layer):
+    """The generator with skip outputs (StyleGAN2's "skip" generator, Karras et al. 2020): every
+    resolution from s0 up adds its own 1x1 RGB output, upsampled and summed, before the tanh.
+    Colour and layout come from the low resolutions early in training, detail from the high
+    ones later. z (N, z_dim) -> images (N, C, size, size) in [-1, 1]; ``upsample`` as Generator.
+    """
+
+    def __init__(self, size: int = 64, channels: int = 3, z_dim: int = 100,
+                 base_channels: int = 64, max_channels: int = 512, upsample: str = "nearest"):
+        super().__init__()
+        s0, k = parse_size(size)
+        self.size, self.channels, self.z_dim = size, channels, z_dim
+        widths = stage_channels(k, base_channels, max_channels)[::-1]  # bottleneck first
+        self.project = nn.Sequential(Conv2DTranspose(z_dim, widths[0], s0, 1, 0, bias_attr=False),
+                                     nn.BatchNorm2D(widths[0]), nn.ReLU())  # (N, w0, s0, s0)
+        self.blocks = nn.LayerList([
+            nn.Sequential(*_upsample_conv(c_in, c_out, upsample, bias=False), nn.BatchNorm2D(c_out), nn.ReLU())
+            for c_in, c_out in zip(widths[:-1], widths[1:])])  # each doubles the side
+        self.to_rgb = nn.LayerList([Conv2D(w, channels, 1) for w in widths])  # one per resolution
+        self.last = nn.Sequential(*_upsample_conv(widths[-1], channels, upsample, bias=True))  # (N, C, size, size)
+        self.up = NearestUpsample2x()
+
+    def forward(self, z):
+        x = self.project(z.reshape([z.shape[0], self.z_dim, 1, 1]))  # (N, w0, s0, s0)
+        rgb = self.to_rgb[0](x)  # (N, C, s0, s0)
+        for block, to_rgb in zip(self.blocks, self.to_rgb[1:]):
+            x = block(x)  # (N, w, 2h, 2w)
+            rgb = self.up(rgb) + to_rgb(x)
+        return paddle.tanh(self.up(rgb) + self.last(x))  # (N, C, size, size)
 
 
 def _norm(kind: str, channels: int) -> nn.Layer:
