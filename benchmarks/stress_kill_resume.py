@@ -66,7 +66,8 @@ def main():
         killed = os.path.join(tmp, "killed")
         kills = 0
         while True:
-            finished = train([*common, "--out", killed, "--resume"], env, kill_after=rng.uniform(2.0, 2.0 + whole_s / 4))
+            # a process needs ~3 s to start; kill it somewhere in its first ~1/12 of training
+            finished = train([*common, "--out", killed, "--resume"], env, kill_after=rng.uniform(3.0, 3.0 + whole_s / 12))
             snaps = snapshot.list_snapshots(os.path.join(killed, "snapshots"))
             print(json.dumps({"kill": kills + (not finished), "finished": finished,
                               "newest_snapshot_step": snaps[-1][0] if snaps else None}), flush=True)
