@@ -1,6 +1,7 @@
 """Shared fixtures: an isolated cache, a tiny dataset, and tiny trained runs."""
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -26,6 +27,29 @@ def isolated_cache(tmp_path_factory):
     fastconv.configure("auto", "cpu")
     fastconv.configure("paddle", "cpu")  # tests and Trainers choose their own backend
     return path
+
+
+@contextlib.contextmanager
+def conv_backend(name):
+    """This process on convolution backend ``name`` for the block, Paddle's own afterwards. Where
+    oneDNN cannot be built (no headers, another Paddle's oneDNN) the test skips, unless
+    PADDLE_GAN_KIT_REQUIRE_ONEDNN=1 (CI on the Paddle the headers match) makes that a failure."""
+    from paddle_gan_kit import fastconv
+    from paddle_gan_kit.errors import GanKitError
+
+    if name == "onednn" and os.environ.get("PADDLE_GAN_KIT_CONV_BACKEND") == "paddle":
+        pytest.skip("this run of the suite is the one on Paddle's convolutions only")
+    try:
+        fastconv.configure(name, "cpu")
+    except GanKitError as exc:
+        if os.environ.get("PADDLE_GAN_KIT_REQUIRE_ONEDNN") == "1":
+            raise
+        pytest.skip(f"oneDNN convolutions cannot be built here: {exc}")
+    assert fastconv.backend() == name
+    try:
+        yield
+    finally:
+        fastconv.configure("paddle", "cpu")
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ from paddle_gan_kit.config import COMMON_SIZES, CONV_BACKEND_ENV, TrainConfig
 from paddle_gan_kit.errors import GanKitError
 from paddle_gan_kit.models import build_discriminator, build_generator, init_weights
 from paddle_gan_kit.models.dcgan import Discriminator
-from conftest import assert_one_line_error, run_cli, tiny_config
+from conftest import assert_one_line_error, conv_backend, run_cli, tiny_config
 
 pytestmark = pytest.mark.skipif(os.environ.get(CONV_BACKEND_ENV) == "paddle",
                                 reason="this run of the suite is the one on Paddle's convolutions only")
@@ -21,18 +21,9 @@ pytestmark = pytest.mark.skipif(os.environ.get(CONV_BACKEND_ENV) == "paddle",
 
 @pytest.fixture(scope="module")
 def onednn():
-    """This process on the oneDNN backend (built once per test session); restored afterwards.
-    Where it cannot be built (no headers, another Paddle's oneDNN) these tests skip, unless
-    PADDLE_GAN_KIT_REQUIRE_ONEDNN=1 (CI on the Paddle the headers match) makes that a failure."""
-    try:
-        fastconv.configure("onednn", "cpu")
-    except GanKitError as exc:
-        if os.environ.get("PADDLE_GAN_KIT_REQUIRE_ONEDNN") == "1":
-            raise
-        pytest.skip(f"oneDNN convolutions cannot be built here: {exc}")
-    assert fastconv.backend() == "onednn"
-    yield
-    fastconv.configure("paddle", "cpu")
+    """This process on the oneDNN backend for the module (built once per test session)."""
+    with conv_backend("onednn"):
+        yield
 
 
 def close(a, b, rtol=1e-5):

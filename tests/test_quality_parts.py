@@ -6,14 +6,14 @@ import paddle
 import pytest
 
 import paddle_gan_kit
-from paddle_gan_kit import augment, losses
+from paddle_gan_kit import augment, fastconv, losses
 from paddle_gan_kit.config import TrainConfig, parse_size
 from paddle_gan_kit.errors import GanKitError
 from paddle_gan_kit.models import build_discriminator, build_generator
 from paddle_gan_kit.models.dcgan import Discriminator, Generator
 from paddle_gan_kit.models.layers import NearestUpsample2x, SpectralConv2D
 from paddle_gan_kit.steps import AdversarialStep, recalibrate_batchnorm
-from conftest import assert_one_line_error, params_of, run_cli, tiny_config
+from conftest import assert_one_line_error, conv_backend, params_of, run_cli, tiny_config
 
 
 # --- DiffAugment -------------------------------------------------------------------------------
@@ -41,9 +41,16 @@ def test_cutout_zeroes_one_square_and_color_keeps_shapes():
         assert augment.color(paddle.rand([2, channels, 8, 8])).shape == [2, channels, 8, 8]
 
 
+@pytest.mark.parametrize("backend", ["paddle", "onednn"])
 @pytest.mark.parametrize("channels", [1, 3])
-def test_diffaugment_is_differentiable_twice(channels):
-    """Gradients reach G through it, and the penalties' double backward goes through it."""
+def test_diffaugment_is_differentiable_twice(channels, backend):
+    """Gradients reach G through it, and the penalties' double backward goes through it, on
+    either convolution backend."""
+    with conv_backend(backend):
+        _check_diffaugment_twice(channels)
+
+
+def _check_diffaugment_twice(channels):
     paddle.seed(2)
     aug = augment.DiffAugment("translation,cutout,color")
     G = Generator(16, channels, 8, 4, 16)
@@ -54,7 +61,8 @@ def test_diffaugment_is_differentiable_twice(channels):
     D = Discriminator(16, channels, 4, 16, "layer")
     critic = lambda x: D(aug(x))  # noqa: E731
     real, fake = paddle.rand([3, channels, 16, 16]) * 2 - 1, paddle.rand([3, channels, 16, 16]) * 2 - 1
-    for penalty in (losses.gradient_penalty(critic, real, fake, also=[]), losses.r1_penalty(critic, real, also=[])):
+    for penalty in (losses.gradient_penalty(critic, real, fake, also=fastconv.grad_companions(D)),
+                    losses.r1_penalty(critic, real, also=fastconv.grad_companions(D))):
         for p in D.parameters():
             p.clear_gradient(False)
         penalty.backward()
