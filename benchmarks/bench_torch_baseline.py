@@ -43,13 +43,20 @@ class LayerNorm2d(nn.Module):
         return centred * torch.rsqrt(var + 1e-5) * self.weight + self.bias
 
 
-def generator(size, z_dim=100, base=64, channels=3):
+def upsample_conv(a, b, upsample, bias):
+    """Double the side: DCGAN's 4x4 stride-2 transposed conv, or nearest upsampling + a 3x3 conv."""
+    if upsample == "transposed":
+        return [nn.ConvTranspose2d(a, b, 4, 2, 1, bias=bias)]
+    return [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(a, b, 3, 1, 1, bias=bias)]
+
+
+def generator(size, z_dim=100, base=64, channels=3, upsample="transposed"):
     s0, k = split(size)
     w = widths(k, base)[::-1]
     layers = [nn.ConvTranspose2d(z_dim, w[0], s0, 1, 0, bias=False), nn.BatchNorm2d(w[0]), nn.ReLU(True)]
     for a, b in zip(w[:-1], w[1:]):
-        layers += [nn.ConvTranspose2d(a, b, 4, 2, 1, bias=False), nn.BatchNorm2d(b), nn.ReLU(True)]
-    layers += [nn.ConvTranspose2d(w[-1], channels, 4, 2, 1), nn.Tanh()]
+        layers += [*upsample_conv(a, b, upsample, False), nn.BatchNorm2d(b), nn.ReLU(True)]
+    layers += [*upsample_conv(w[-1], channels, upsample, True), nn.Tanh()]
     return nn.Sequential(*layers)
 
 
@@ -64,9 +71,10 @@ def discriminator(size, base=64, norm="batch", channels=3):
     return nn.Sequential(*layers)
 
 
-def bench(model, size, batch, steps, critic_norm, base=64, channels=3):
+def bench(model, size, batch, steps, critic_norm, base=64, channels=3, upsample="transposed", ema=False):
     torch.manual_seed(0)
-    G = generator(size, base=base, channels=channels)
+    G = generator(size, base=base, channels=channels, upsample=upsample)
+    G_ema = [p.detach().clone() for p in G.parameters()] if ema else []
     D = discriminator(size, base=base, norm="batch" if model == "dcgan" else critic_norm, channels=channels)
     betas = (0.5, 0.999) if model == "dcgan" else (0.0, 0.9)
     opt_g = torch.optim.Adam(G.parameters(), 2e-4, betas=betas)
@@ -99,6 +107,9 @@ def bench(model, size, batch, steps, critic_norm, base=64, channels=3):
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         opt_g.step()
+        with torch.no_grad():  # the EMA generator's weights, as paddle_gan_kit keeps them
+            for average, p in zip(G_ema, G.parameters()):
+                average.lerp_(p, 0.001)
         for p in D.parameters():
             p.requires_grad_(True)
         return float(loss_g)
@@ -111,7 +122,7 @@ def bench(model, size, batch, steps, critic_norm, base=64, channels=3):
         times.append(time.perf_counter() - start)
     s = statistics.median(times)
     return {"framework": f"torch {torch.__version__}", "model": model, "size": size, "batch_size": batch,
-            "widths": base, "channels": channels, "n_critic": n_critic, "d_norm": "batch" if model == "dcgan" else critic_norm,
+            "widths": base, "channels": channels, "g_upsample": upsample, "ema": ema, "n_critic": n_critic, "d_norm": "batch" if model == "dcgan" else critic_norm,
             "threads": torch.get_num_threads(), "step_s_median": round(s, 4),
             "train_images_per_s": round(batch * n_critic / s, 2)}
 
@@ -125,10 +136,12 @@ def main():
     parser.add_argument("--d-norm", default="layer", choices=["layer", "none"], help="the critic's norm (WGAN-GP)")
     parser.add_argument("--widths", type=int, default=64, help="g_channels = d_channels of the recipe")
     parser.add_argument("--channels", type=int, default=3, choices=[1, 3])
+    parser.add_argument("--g-upsample", default="transposed", choices=["transposed", "nearest"])
+    parser.add_argument("--ema", action="store_true", help="keep an EMA of G's weights (ema_decay)")
     args = parser.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", os.cpu_count() or 1)))
     print(json.dumps(bench(args.model, args.size, args.batch_size, args.steps, args.d_norm, args.widths,
-                           args.channels)), flush=True)
+                           args.channels, args.g_upsample, args.ema)), flush=True)
 
 
 if __name__ == "__main__":

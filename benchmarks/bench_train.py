@@ -39,7 +39,7 @@ from paddle_gan_kit.trainer import Trainer  # noqa: E402
 
 # recipe keys that shape the nets and the step; data, steps and outputs are the benchmark's own
 SHAPE_KEYS = ("model", "size", "batch_size", "g_channels", "d_channels", "max_channels", "z_dim",
-              "d_norm", "n_critic", "channels")
+              "d_norm", "n_critic", "channels", "g_upsample", "g_skip", "ema_decay", "ema_rampup")
 
 
 def recipes() -> dict[str, dict]:
@@ -97,7 +97,8 @@ def bench(name: str, values: dict, steps: int, warmup: int) -> dict:
         return {
             "recipe": name, "model": resolved.model, "size": resolved.size, "batch_size": resolved.batch_size,
             "widths": [resolved.g_channels, resolved.d_channels], "n_critic": resolved.n_critic,
-            "d_norm": resolved.d_norm, "conv_backend": fastconv.backend(),
+            "d_norm": resolved.d_norm, "g_upsample": resolved.g_upsample, "ema_decay": resolved.ema_decay,
+            "conv_backend": fastconv.backend(),
             "device": trainer.device, "threads": os.environ.get("OMP_NUM_THREADS"),
             "step_s_median": round(step_s, 4), "train_images_per_s": round(images_per_step / step_s, 2),
             "generator_updates_per_s": round(1 / step_s, 3),

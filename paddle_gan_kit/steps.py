@@ -98,6 +98,7 @@ class AdversarialStep:
         self._g_trainable = [not p.stop_gradient for p in self.generator.parameters()]
         self.opt_g = self._adam(self.generator, cfg.lr_g)
         self.opt_d = self._adam(self.discriminator, cfg.lr_d)
+        self._restored_optimizer_state = {}  # see _optimizer_state
         # float16 needs loss scaling (one scaler per optimizer); bfloat16 has float32's range
         self.scalers = {"g": paddle.amp.GradScaler(), "d": paddle.amp.GradScaler()} if cfg.amp == "float16" else None
         self.world_size = world_size
@@ -253,13 +254,27 @@ class AdversarialStep:
             "generator": state_arrays(self.generator),
             "discriminator": state_arrays(self.discriminator),
             "generator_ema": state_arrays(self.sampling_generator) if self.generator_ema is not None else None,
-            "opt_g": portable_optimizer_state(self.opt_g.state_dict(), self.generator),
-            "opt_d": portable_optimizer_state(self.opt_d.state_dict(), self.discriminator),
+            "opt_g": self._optimizer_state("opt_g", self.opt_g, self.generator),
+            "opt_d": self._optimizer_state("opt_d", self.opt_d, self.discriminator),
             "amp_scalers": {k: s.state_dict() for k, s in self.scalers.items()} if self.scalers else None,
         }
 
+    def _optimizer_state(self, name: str, optimizer, model) -> dict:
+        """The optimizer's portable state. Paddle 2.6 applies a restored state only as it creates
+        its moments at the first update, and leaves them out of ``state_dict`` until then: the
+        restored values stand in for them, so a snapshot written before that update loses nothing."""
+        state = portable_optimizer_state(optimizer.state_dict(), model)
+        restored = self._restored_optimizer_state.get(name)
+        if restored is None:
+            return state
+        if restored.keys() <= state.keys():
+            del self._restored_optimizer_state[name]
+            return state
+        return {**restored, **state}
+
     def set_state_dict(self, payload: dict, origin: str) -> None:
         """Restore what :meth:`state_dict` saved (``origin`` names the snapshot in errors)."""
+        self._restored_optimizer_state = {"opt_g": payload["opt_g"], "opt_d": payload["opt_d"]}
         self.updates = int(payload["step"])
         load_weights(self.generator, payload["generator"], origin)
         load_weights(self.discriminator, payload["discriminator"], origin)

@@ -282,3 +282,14 @@ def test_rerunning_a_finished_run_changes_nothing(tiny_run):
     assert result.returncode == 0, result.stderr
     assert "already at step 4 of 4; nothing to do" in result.stderr
     assert files == {p: os.path.getmtime(p) for p in files}
+
+
+@pytest.mark.parametrize("recipe", sorted(glob.glob(os.path.join(REPO, "configs", "*.yaml"))),
+                         ids=lambda path: os.path.basename(path))
+def test_every_recipe_is_a_valid_config(recipe):
+    """Every file in configs/ reads, resolves and validates, so the README's commands start."""
+    from paddle_gan_kit.config import build_config, load_yaml, validate
+
+    cfg = build_config(load_yaml(recipe)).resolve()
+    validate(cfg)
+    assert cfg.out and cfg.steps > 0
