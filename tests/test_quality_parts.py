@@ -11,7 +11,7 @@ from paddle_gan_kit.config import TrainConfig, parse_size
 from paddle_gan_kit.errors import GanKitError
 from paddle_gan_kit.models import build_discriminator, build_generator
 from paddle_gan_kit.models.dcgan import Discriminator, Generator
-from paddle_gan_kit.models.layers import NearestUpsample2x, SpectralConv2D
+from paddle_gan_kit.models.layers import NearestUpsample2x, SpectralConv2D, UpsampleConv2D
 from paddle_gan_kit.steps import AdversarialStep, recalibrate_batchnorm
 from conftest import assert_one_line_error, conv_backend, params_of, run_cli, tiny_config
 
@@ -185,11 +185,33 @@ def test_upsample_then_convolve_generator_shapes(size):
     G = build_generator(cfg)
     assert G(paddle.randn([2, 8])).shape == [2, 3, size, size]
     _, doublings = parse_size(size)
-    assert sum(isinstance(m, paddle.nn.Conv2DTranspose) for m in G.sublayers()) == 1  # only the 1x1 -> s0 projection
-    assert sum(isinstance(m, NearestUpsample2x) for m in G.sublayers()) == doublings
+    assert sum(type(m) is paddle_gan_kit.models.layers.Conv2DTranspose for m in G.sublayers()) == 1  # 1x1 -> s0
+    assert sum(isinstance(m, UpsampleConv2D) for m in G.sublayers()) == doublings
+    assert all(m.weight.shape[2:] == [3, 3] for m in G.sublayers() if isinstance(m, UpsampleConv2D))
     x = paddle.randn([2, 3, 5, 7])
     np.testing.assert_array_equal(NearestUpsample2x()(x).numpy(),
                                   paddle.nn.functional.interpolate(x, scale_factor=2, mode="nearest").numpy())
+
+
+@pytest.mark.parametrize("backend", ["paddle", "onednn"])
+@pytest.mark.parametrize("shape,bias", [((3, 5, 4, 4), True), ((2, 8, 7, 7), False), ((2, 3, 16, 16), True)])
+def test_upsample_conv_is_nearest_upsampling_then_a_3x3_conv(backend, shape, bias):
+    """The folded 4x4 transposed conv equals upsample-then-convolve: output, input gradient and
+    weight gradient, on both convolution backends."""
+    with conv_backend(backend):
+        paddle.seed(7)
+        layer = UpsampleConv2D(shape[1], 6, bias_attr=None if bias else False)
+        x = paddle.randn(shape)
+        x.stop_gradient = False
+        ours = layer(x)
+        reference = paddle.nn.functional.conv2d(NearestUpsample2x()(x), layer.weight, layer.bias, padding=1)
+        assert ours.shape == reference.shape == [shape[0], 6, 2 * shape[2], 2 * shape[3]]
+        probe = paddle.randn(ours.shape)
+        for a, b in zip([ours, *paddle.grad((ours * probe).sum(), [x, layer.weight])],
+                        [reference, *paddle.grad((reference * probe).sum(), [x, layer.weight])]):
+            scale = float(b.abs().max())
+            assert float((a - b).abs().max()) <= 1e-5 * scale + 1e-6
+    assert list(layer.state_dict()) == (["weight", "bias"] if bias else ["weight"])
 
 
 @pytest.mark.parametrize("size", [28, 32, 64])

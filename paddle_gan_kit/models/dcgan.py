@@ -12,7 +12,7 @@ from paddle import nn
 
 from paddle_gan_kit.config import parse_size
 from paddle_gan_kit.models.layers import (Conv2D, Conv2DTranspose, NearestUpsample2x, SampleLayerNorm,
-                                          SpectralConv2D)
+                                          SpectralConv2D, UpsampleConv2D)
 
 
 def stage_channels(k: int, base: int, max_channels: int) -> list[int]:
@@ -26,8 +26,7 @@ def _upsample_conv(c_in: int, c_out: int, upsample: str, bias: bool) -> list:
     bias_attr = None if bias else False
     if upsample == "transposed":
         return [Conv2DTranspose(c_in, c_out, 4, 2, 1, bias_attr=bias_attr)]  # (N, c_out, 2h, 2w)
-    return [NearestUpsample2x(),  # (N, c_in, 2h, 2w)
-            Conv2D(c_in, c_out, 3, 1, 1, bias_attr=bias_attr)]  # (N, c_out, 2h, 2w)
+    return [UpsampleConv2D(c_in, c_out, bias_attr=bias_attr)]  # (N, c_out, 2h, 2w)
 
 
 class Generator(nn.Layer):

@@ -47,6 +47,28 @@ class Conv2DTranspose(_ChannelBiasConv, nn.Conv2DTranspose):
     convolve = staticmethod(fastconv.conv2d_transpose)
 
 
+class UpsampleConv2D(Conv2D):
+    """Nearest-neighbour 2x upsampling followed by a 3x3 convolution (padding 1), computed as
+    the one stride-2 4x4 transposed convolution it equals: (N, IC, H, W) -> (N, OC, 2H, 2W).
+
+    Along each axis, output 2m is w0 x[m-1] + (w1 + w2) x[m] and output 2m+1 is
+    (w0 + w1) x[m] + w2 x[m+1], which is a transposed convolution with kernel
+    [w2, w1 + w2, w0 + w1, w0] = FOLD @ w. Same parameters as ``Conv2D(IC, OC, 3, 1, 1)``,
+    the same function to float rounding, 2.25x fewer multiply-adds and no 4x larger
+    intermediate image.
+    """
+
+    def __init__(self, in_channels, out_channels, bias_attr=None):
+        super().__init__(in_channels, out_channels, 3, 1, 1, bias_attr=bias_attr)
+        fold = [[0.0, 0.0, 1.0], [0.0, 1.0, 1.0], [1.0, 1.0, 0.0], [1.0, 0.0, 0.0]]
+        self.register_buffer("fold", paddle.to_tensor(fold, dtype=self.weight.dtype), persistable=False)
+
+    def forward(self, x):
+        kernel = paddle.matmul(paddle.matmul(self.fold, self.weight), self.fold, transpose_y=True)  # (OC, IC, 4, 4)
+        out = fastconv.conv2d_transpose(x, kernel.transpose([1, 0, 2, 3]), stride=2, padding=1)
+        return out if self.bias is None else add_channel_bias(out, self.bias)
+
+
 class SampleLayerNorm(nn.Layer):
     """Layer norm over (C, H, W) of each sample, with a per-channel scale and shift.
 
