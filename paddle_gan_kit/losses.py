@@ -89,7 +89,7 @@ LOSSES: dict[str, Loss] = {
 }
 
 
-def gradient_penalty(critic, real, fake, epsilon=None, loss_scale=None, also=None):
+def gradient_penalty(critic, real, fake, epsilon=None, loss_scale=None):
     """WGAN-GP penalty E[(||grad_x C(x_hat)||_2 - 1)^2] on x_hat = eps*real + (1-eps)*fake.
 
     ``real``/``fake``: (N, C, H, W); ``epsilon``: (N, 1, 1, 1) in [0, 1], drawn U(0, 1) per
@@ -100,56 +100,50 @@ def gradient_penalty(critic, real, fake, epsilon=None, loss_scale=None, also=Non
     ``scores * loss_scale`` so small gradients survive float16, and the gradients are divided
     by it again, in float32, before the norm; an overflow gives inf, which the grad scaler
     then skips. The penalty's value does not depend on it.
-
-    ``also``: tensors the inner gradient is taken for as well, and dropped: the critic's
-    parameters when its convolutions are PyLayers (``fastconv``'s oneDNN backend), because
-    Paddle refuses a PyLayer's gradient for a parameter that ``paddle.grad`` was not asked for.
-    None: ``fastconv.grad_companions(critic)`` (its parameters when it is a Layer and oneDNN
-    convolves; pass them when ``critic`` is a function around a Layer).
     """
     n = real.shape[0]
     if epsilon is None:
         epsilon = paddle.rand([n, 1, 1, 1], dtype=real.dtype)
     x_hat = epsilon * real.detach() + (1.0 - epsilon) * fake.detach()
     x_hat.stop_gradient = False
-    grads = input_gradients(critic, x_hat, loss_scale, also)
+    grads = input_gradients(critic, x_hat, loss_scale)
     # the small offset keeps sqrt differentiable should a gradient be exactly zero
     norms = paddle.sqrt(paddle.sum(grads.reshape([n, -1]) ** 2, axis=1) + 1e-12)  # (N,)
     return paddle.mean((norms - 1.0) ** 2)
 
 
-def input_gradients(critic, x, loss_scale=None, also=None):
+def input_gradients(critic, x, loss_scale=None):
     """grad_x sum(critic(x)) with the graph kept, float32, unscaled; see ``gradient_penalty``
-    for ``loss_scale`` and ``also``."""
-    if also is None:
-        also = fastconv.grad_companions(critic)
+    for ``loss_scale``. Taken for ``x`` alone: the oneDNN convolutions skip the weight
+    gradients this pass does not need (``fastconv.input_gradients_only``)."""
     scores = critic(x)
     total = (scores.astype("float32") if scores.dtype in _HALF else scores).sum()
     if loss_scale is not None:
         total = total * loss_scale
-    grads = paddle.grad(outputs=total, inputs=[x, *also], create_graph=True, allow_unused=True)[0]
+    with fastconv.input_gradients_only():
+        grads = paddle.grad(outputs=total, inputs=[x], create_graph=True)[0]
     if grads.dtype in _HALF:
         grads = grads.astype("float32")
     return grads / loss_scale if loss_scale is not None else grads
 
 
-def r1_penalty(critic, real, loss_scale=None, also=None):
+def r1_penalty(critic, real, loss_scale=None):
     """R1 (Mescheder et al. 2018): 0.5 E[|grad_x D(x)|^2] on real images (N, C, H, W); times
     gamma it is the paper's gamma/2 E|grad|^2. Differentiable, like the gradient penalty."""
     x = real.detach()
     x.stop_gradient = False
-    grads = input_gradients(critic, x, loss_scale, also)
+    grads = input_gradients(critic, x, loss_scale)
     return 0.5 * paddle.mean(paddle.sum(grads.reshape([x.shape[0], -1]) ** 2, axis=1))
 
 
-def gp_term(critic, real, fake, loss_scale=None, also=None):
+def gp_term(critic, real, fake, loss_scale=None):
     """The gradient penalty as a regulariser (the registry's calling convention)."""
-    return gradient_penalty(critic, real, fake, loss_scale=loss_scale, also=also)
+    return gradient_penalty(critic, real, fake, loss_scale=loss_scale)
 
 
-def r1_term(critic, real, fake, loss_scale=None, also=None):
+def r1_term(critic, real, fake, loss_scale=None):
     """R1 as a regulariser (the registry's calling convention; ``fake`` is not used)."""
-    return r1_penalty(critic, real, loss_scale=loss_scale, also=also)
+    return r1_penalty(critic, real, loss_scale=loss_scale)
 
 
 @dataclass(frozen=True)
@@ -157,7 +151,7 @@ class Regulariser:
     """A penalty on D added to its loss as ``weight * term``; ``weight_key`` names its weight
     in the config (0 turns it off)."""
 
-    term: Callable  # (critic, real, fake, loss_scale, also) -> scalar; see gradient_penalty
+    term: Callable  # (critic, real, fake, loss_scale) -> scalar; see gradient_penalty
     weight_key: str
 
 

@@ -14,7 +14,7 @@ import math
 import numpy as np
 import paddle
 
-from paddle_gan_kit import fastconv, losses
+from paddle_gan_kit import losses
 from paddle_gan_kit.augment import DiffAugment
 from paddle_gan_kit.errors import GanKitError
 from paddle_gan_kit.latent import draw_latents, prior_tensor
@@ -147,7 +147,7 @@ class AdversarialStep:
                 # under float16 the penalty's inner backward is scaled like the loss, so small
                 # input gradients do not underflow; the norm is taken in float32 after unscaling
                 loss_scale = self.scalers["d"].scale(paddle.ones([])) if self.scalers else None
-                terms[name] = reg.term(self._d, real, fake, loss_scale=loss_scale, also=self._grad_companions())
+                terms[name] = reg.term(self._d, real, fake, loss_scale=loss_scale)
                 loss_d = loss_d + getattr(cfg, reg.weight_key) * terms[name]
             self._update(self.opt_d, loss_d, "d")
         fake = fake if reuse else self._g(self.noise(cfg.batch_size))
@@ -161,11 +161,6 @@ class AdversarialStep:
         values.update({k: v.detach() for k, v in loss.report(d_real.detach(), d_fake.detach()).items()})
         values.update({k: v.detach() for k, v in terms.items()})
         return values
-
-    def _grad_companions(self) -> list:
-        """What a penalty's inner gradient must also be taken for (``self._d`` is a function
-        around D, so ``fastconv.grad_companions`` is asked about D itself)."""
-        return fastconv.grad_companions(self.discriminator)
 
     def _autocast(self):
         if self.cfg.amp == "off":

@@ -50,8 +50,8 @@ def equiv(out, global_batch):
     nets = trainer.objective
     nets.noise = lambda n: paddle.to_tensor(z_all[rows])
     penalty = losses.gradient_penalty
-    losses.gradient_penalty = lambda c, r, f, epsilon=None, loss_scale=None, also=None: penalty(
-        c, r, f, paddle.to_tensor(eps_all[rows]), loss_scale=loss_scale, also=also)
+    losses.gradient_penalty = lambda c, r, f, epsilon=None, loss_scale=None: penalty(
+        c, r, f, paddle.to_tensor(eps_all[rows]), loss_scale=loss_scale)
     nets.generator.eval()  # per-sample generator: fakes do not depend on the batch split
     nets.step([paddle.to_tensor(real_all[rows])])
     critic = {k: v.numpy() for k, v in nets.discriminator.state_dict().items()}

@@ -30,7 +30,7 @@ from paddle_gan_kit.errors import GanKitError
 from paddle_gan_kit.fastconv.builder import BuildError, build
 
 BACKENDS = ("auto", "onednn", "paddle")
-_state = {"backend": "paddle", "ops": None}
+_state = {"backend": "paddle", "ops": None, "inputs_only": False}
 
 
 def backend() -> str:
@@ -43,6 +43,26 @@ def _pair(value) -> list[int]:
 
 
 # ---- the three products, chained so that each one's gradients are the other two -------------
+
+def _wants(w) -> bool:
+    """Whether a backward pass needs the weight gradient: not inside :func:`input_gradients_only`
+    (``paddle.grad`` for the input alone prunes the weights, and a PyLayer must then return None)."""
+    return not w.stop_gradient and not _state["inputs_only"]
+
+
+@contextlib.contextmanager
+def input_gradients_only():
+    """Inside this block, backward passes through our convolutions compute no weight gradients:
+    for ``paddle.grad(outputs, [x])`` taken for the input alone (the gradient penalty's and R1's
+    inner gradient). The graph they build for a later double backward still reaches the weights.
+    Nothing changes on Paddle's own convolutions."""
+    previous = _state["inputs_only"]
+    _state["inputs_only"] = True
+    try:
+        yield
+    finally:
+        _state["inputs_only"] = previous
+
 
 class _Forward(PyLayer):
     """Y = conv(X, W)."""
@@ -58,7 +78,7 @@ class _Forward(PyLayer):
         x, w = ctx.saved_tensor()
         strides, pads = ctx.geometry
         dx = _BackwardData.apply(dy, w, strides, pads, list(x.shape[2:])) if not x.stop_gradient else None
-        dw = _BackwardWeights.apply(x, dy, strides, pads, list(w.shape[2:])) if not w.stop_gradient else None
+        dw = _BackwardWeights.apply(x, dy, strides, pads, list(w.shape[2:])) if _wants(w) else None
         return dx, dw
 
 
@@ -76,7 +96,7 @@ class _BackwardData(PyLayer):
         dy, w = ctx.saved_tensor()
         strides, pads = ctx.geometry
         d_dy = _Forward.apply(g, w, strides, pads) if not dy.stop_gradient else None
-        dw = _BackwardWeights.apply(g, dy, strides, pads, list(w.shape[2:])) if not w.stop_gradient else None
+        dw = _BackwardWeights.apply(g, dy, strides, pads, list(w.shape[2:])) if _wants(w) else None
         return d_dy, dw
 
 
@@ -120,15 +140,6 @@ def conv2d_transpose(x, weight, stride=1, padding=0):
     strides, pads = _pair(stride), _pair(padding)
     out_hw = [(x.shape[2 + i] - 1) * strides[i] - 2 * pads[i] + weight.shape[2 + i] for i in range(2)]
     return _BackwardData.apply(x, weight, strides, pads, out_hw)
-
-
-def grad_companions(layer) -> list:
-    """What ``paddle.grad`` must also be asked for when it differentiates through ``layer`` for
-    its input only: the layer's trainable parameters when oneDNN convolves (its convolutions are
-    PyLayers, whose parameter gradients Paddle refuses unless asked for), else nothing."""
-    if _state["backend"] != "onednn" or not isinstance(layer, paddle.nn.Layer):
-        return []
-    return [p for p in layer.parameters() if not p.stop_gradient]
 
 
 # ---- choosing the backend ----------------------------------------------------------------------
