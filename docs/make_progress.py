@@ -2,7 +2,7 @@
 run's sample grids at a few steps, side by side (the grids show the same fixed noise).
 
     python -m paddle_gan_kit.train --config configs/quickstart_cpu.yaml
-    python docs/make_progress.py runs/quickstart --steps 0 300 700 1500
+    python docs/make_progress.py runs/quickstart --steps 0 500 1500 5000
 """
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def progress_strip(run_dir: str, steps: list[int], rows: int, gap: int = 16) -> 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir")
-    parser.add_argument("--steps", type=int, nargs="+", default=[0, 300, 700, 1500])
+    parser.add_argument("--steps", type=int, nargs="+", default=[0, 500, 1500, 5000])
     parser.add_argument("--rows", type=int, default=4)
     parser.add_argument("--out", default=os.path.join(DOCS, "quickstart_progress.png"))
     args = parser.parse_args(argv)
