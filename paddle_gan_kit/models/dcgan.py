@@ -29,6 +29,17 @@ def _upsample_conv(c_in: int, c_out: int, upsample: str, bias: bool) -> list:
     return [UpsampleConv2D(c_in, c_out, bias_attr=bias_attr)]  # (N, c_out, 2h, 2w)
 
 
+def _projection(z_dim: int, width: int, s0: int) -> list:
+    """z as a 1x1 map, projected to the s0 x s0 bottleneck by one transposed conv."""
+    return [Conv2DTranspose(z_dim, width, s0, 1, 0, bias_attr=False),  # (N, width, s0, s0)
+            nn.BatchNorm2D(width), nn.ReLU()]
+
+
+def _up_block(c_in: int, c_out: int, upsample: str) -> list:
+    """One inner generator stage: double the side, BatchNorm, ReLU -> (N, c_out, 2h, 2w)."""
+    return [*_upsample_conv(c_in, c_out, upsample, bias=False), nn.BatchNorm2D(c_out), nn.ReLU()]
+
+
 class Generator(nn.Layer):
     """z (N, z_dim) float32 -> images (N, C, size, size) float32 in [-1, 1] (tanh).
 
@@ -42,18 +53,9 @@ class Generator(nn.Layer):
         s0, k = parse_size(size)
         self.size, self.channels, self.z_dim = size, channels, z_dim
         widths = stage_channels(k, base_channels, max_channels)[::-1]  # bottleneck first
-        # z as a 1x1 map, projected to the s0 x s0 bottleneck by one transposed conv
-        layers = [
-            Conv2DTranspose(z_dim, widths[0], s0, 1, 0, bias_attr=False),  # (N, w0, s0, s0)
-            nn.BatchNorm2D(widths[0]),
-            nn.ReLU(),
-        ]
+        layers = _projection(z_dim, widths[0], s0)  # (N, w0, s0, s0)
         for c_in, c_out in zip(widths[:-1], widths[1:]):
-            layers += [
-                *_upsample_conv(c_in, c_out, upsample, bias=False),  # (N, c_out, 2h, 2w)
-                nn.BatchNorm2D(c_out),
-                nn.ReLU(),
-            ]
+            layers += _up_block(c_in, c_out, upsample)  # (N, c_out, 2h, 2w)
         layers += [
             *_upsample_conv(widths[-1], channels, upsample, bias=True),  # (N, C, size, size)
             nn.Tanh(),
@@ -78,11 +80,9 @@ class SkipGenerator(nn.Layer):
         s0, k = parse_size(size)
         self.size, self.channels, self.z_dim = size, channels, z_dim
         widths = stage_channels(k, base_channels, max_channels)[::-1]  # bottleneck first
-        self.project = nn.Sequential(Conv2DTranspose(z_dim, widths[0], s0, 1, 0, bias_attr=False),
-                                     nn.BatchNorm2D(widths[0]), nn.ReLU())  # (N, w0, s0, s0)
-        self.blocks = nn.LayerList([
-            nn.Sequential(*_upsample_conv(c_in, c_out, upsample, bias=False), nn.BatchNorm2D(c_out), nn.ReLU())
-            for c_in, c_out in zip(widths[:-1], widths[1:])])  # each doubles the side
+        self.project = nn.Sequential(*_projection(z_dim, widths[0], s0))  # (N, w0, s0, s0)
+        self.blocks = nn.LayerList([nn.Sequential(*_up_block(c_in, c_out, upsample))
+                                    for c_in, c_out in zip(widths[:-1], widths[1:])])  # each doubles the side
         self.to_rgb = nn.LayerList([Conv2D(w, channels, 1) for w in widths])  # one per resolution
         self.last = nn.Sequential(*_upsample_conv(widths[-1], channels, upsample, bias=True))  # (N, C, size, size)
         self.up = NearestUpsample2x()
