@@ -108,8 +108,10 @@ def gradient_penalty(critic, real, fake, epsilon=None, loss_scale=None):
     x_hat.stop_gradient = False
     grads = input_gradients(critic, x_hat, loss_scale)
     # the small offset keeps sqrt differentiable should a gradient be exactly zero
-    norms = paddle.sqrt(paddle.sum(grads.reshape([n, -1]) ** 2, axis=1) + 1e-12)  # (N,)
-    return paddle.mean((norms - 1.0) ** 2)
+    flat = grads.reshape([n, -1])
+    # squares as products: Paddle's CPU pow and its gradient are several times slower than multiply
+    norms = paddle.sqrt(paddle.sum(flat * flat, axis=1) + 1e-12)  # (N,)
+    return paddle.mean((norms - 1.0) * (norms - 1.0))
 
 
 def input_gradients(critic, x, loss_scale=None):
@@ -133,7 +135,8 @@ def r1_penalty(critic, real, loss_scale=None):
     x = real.detach()
     x.stop_gradient = False
     grads = input_gradients(critic, x, loss_scale)
-    return 0.5 * paddle.mean(paddle.sum(grads.reshape([x.shape[0], -1]) ** 2, axis=1))
+    flat = grads.reshape([x.shape[0], -1])
+    return 0.5 * paddle.mean(paddle.sum(flat * flat, axis=1))
 
 
 def gp_term(critic, real, fake, loss_scale=None):

@@ -80,6 +80,31 @@ def test_gradient_penalty_double_backward_equals_paddles(onednn, norm):
         assert close(a, b, rtol=1e-5)
 
 
+@pytest.mark.parametrize("slope", [0.2, 0.0])
+def test_leaky_relu_and_its_derivatives_equal_paddles(onednn, slope):
+    """fastconv.leaky_relu (oneDNN's kernel) against F.leaky_relu / F.relu: the output, the
+    input gradient and the double backward's. At exactly 0 the gradient is the slope (oneDNN's
+    convention; Paddle's leaky_relu takes 1 there, its relu 0)."""
+    rng = np.random.default_rng(7)
+    x_np = rng.standard_normal((3, 4, 5, 6)).astype(np.float32)
+    probe = paddle.to_tensor(rng.standard_normal(x_np.shape).astype(np.float32))
+    results = []
+    for backend in ("onednn", "paddle"):
+        with fastconv.using(backend):
+            x = paddle.to_tensor(x_np, stop_gradient=False)
+            y = fastconv.leaky_relu(x, slope)
+            (linear,) = paddle.grad((y * probe).sum(), [x], create_graph=True)
+            (g,) = paddle.grad((y * y * probe).sum(), [x], create_graph=True)
+            (g * g).sum().backward()
+            results.append([y.numpy(), linear.numpy(), g.numpy(), x.grad.numpy()])
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)
+    x = paddle.zeros([2, 3], dtype="float32")
+    x.stop_gradient = False
+    (at_zero,) = paddle.grad(fastconv.leaky_relu(x, slope).sum(), [x])
+    np.testing.assert_array_equal(at_zero.numpy(), np.full((2, 3), slope, np.float32))
+
+
 def first_step_gradients(cfg):
     """Every parameter gradient the optimizers see in the first training step."""
     from paddle_gan_kit.trainer import Trainer

@@ -7,6 +7,11 @@ per machine (``builder.py``). Each product's derivatives are the other two, so t
 chain them into ``conv2d`` and ``conv2d_transpose`` differentiable to any order: the WGAN-GP
 gradient penalty's double backward works through them.
 
+The activations between the convolutions run on oneDNN too (:func:`leaky_relu`, also ReLU):
+Paddle's CPU activation kernels and their gradients run on one thread, oneDNN's eltwise kernel
+on all of them, and one operator, x * (x > 0 ? 1 : slope) with the mask held constant, serves
+as the activation and every derivative of it.
+
 ``configure("auto" | "onednn" | "paddle", device)`` chooses the backend once per process:
 ``auto`` uses oneDNN on the CPU when the build succeeds and a start-up self-check (a small
 convolution and transposed convolution: outputs, input and weight gradients against Paddle's
@@ -118,6 +123,21 @@ class _BackwardWeights(PyLayer):
         return dx, d_dy
 
 
+class _LeakyMask(PyLayer):
+    """V * (X > 0 ? 1 : slope) for a constant X: linear in V, so its gradient is itself."""
+
+    @staticmethod
+    def forward(ctx, v, x, slope):
+        ctx.save_for_backward(x)
+        ctx.slope = slope
+        return _state["ops"].pgk_leaky_relu_mask(v, x, slope)
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensor()
+        return _LeakyMask.apply(g, x, ctx.slope), None
+
+
 # ---- what the models call --------------------------------------------------------------------
 
 def _ours(x) -> bool:
@@ -140,6 +160,16 @@ def conv2d_transpose(x, weight, stride=1, padding=0):
     strides, pads = _pair(stride), _pair(padding)
     out_hw = [(x.shape[2 + i] - 1) * strides[i] - 2 * pads[i] + weight.shape[2 + i] for i in range(2)]
     return _BackwardData.apply(x, weight, strides, pads, out_hw)
+
+
+def leaky_relu(x, slope: float = 0.01):
+    """Leaky ReLU, ``F.leaky_relu(x, slope)``; slope 0 is ReLU. On the oneDNN backend, forward
+    and every derivative are one threaded pass each: y = x * m(x) and dy/dx = m(x) with
+    m(x) = 1 where x > 0, else ``slope``, held constant. At exactly 0 the gradient is ``slope``
+    (oneDNN's convention, and Paddle's for ReLU; Paddle's leaky_relu takes 1 there)."""
+    if not _ours(x):
+        return F.leaky_relu(x, slope) if slope else F.relu(x)
+    return _LeakyMask.apply(x, x.detach(), float(slope))
 
 
 # ---- choosing the backend ----------------------------------------------------------------------

@@ -9,6 +9,13 @@
 //   pgk_conv_backward_data(DY, W) DX = conv^T(DY, W)                 DY (N,OC,OH,OW) -> (N,IC,IH,IW)
 //   pgk_conv_backward_weights(X, DY) DW = correlation of X and DY    -> (OC,IC,KH,KW)
 //
+// and one for the activations between them (oneDNN's eltwise kernels, vectorised and threaded,
+// where Paddle's CPU elementwise kernels run on one thread):
+//
+//   pgk_leaky_relu_mask(V, X)     V * (X > 0 ? 1 : slope)            any shape, V and X alike
+//
+// which is leaky ReLU (slope 0: ReLU) for V = X and its input gradient for V = DY.
+//
 // Tensors stay plain NCHW / OIHW float32 in Paddle. Each primitive is created once per shape
 // and kept; oneDNN chooses the memory formats its fastest kernels want (format "any"), and the
 // reorders into and out of them are kept per shape too, so a step allocates nothing but scratch.
@@ -171,6 +178,31 @@ void Run(Kept* kept, const paddle::Tensor& a, const paddle::Tensor& b, paddle::T
   Stream().wait();
 }
 
+// V * (X > 0 ? 1 : slope) over n elements: oneDNN's ReLU backward with alpha = slope, kept per
+// (n, slope). X plays the primitive's "src", V its "diff_dst".
+struct KeptMask {
+  dnnl::eltwise_backward primitive;
+  memory::desc desc;
+};
+
+std::mutex g_mask_lock;
+std::unordered_map<std::string, std::unique_ptr<KeptMask>> g_masks;
+
+KeptMask* MaskPrimitive(int64_t n, float slope) {
+  std::string key = std::to_string(n) + "," + std::to_string(slope);
+  std::lock_guard<std::mutex> lock(g_mask_lock);
+  auto& slot = g_masks[key];
+  if (!slot) {
+    memory::desc desc({n}, memory::data_type::f32, memory::format_tag::a);
+    auto hint = dnnl::eltwise_forward::primitive_desc(Engine(), dnnl::prop_kind::forward_training,
+                                                      dnnl::algorithm::eltwise_relu, desc, desc, slope, 0.f);
+    auto pd = dnnl::eltwise_backward::primitive_desc(Engine(), dnnl::algorithm::eltwise_relu, desc, desc, desc,
+                                                     slope, 0.f, hint);
+    slot.reset(new KeptMask{dnnl::eltwise_backward(pd), desc});
+  }
+  return slot.get();
+}
+
 void Check(const paddle::Tensor& t, const char* name) {
   PD_CHECK(t.is_cpu(), name, " must be a CPU tensor");
   PD_CHECK(t.dtype() == paddle::DataType::FLOAT32, name, " must be float32");
@@ -224,6 +256,25 @@ std::vector<paddle::Tensor> ConvBackwardWeights(const paddle::Tensor& x, const p
   return {dw};
 }
 
+std::vector<paddle::Tensor> LeakyReluMask(const paddle::Tensor& v, const paddle::Tensor& x, float slope) {
+  PD_CHECK(v.is_cpu() && x.is_cpu(), "V and X must be CPU tensors");
+  PD_CHECK(v.dtype() == paddle::DataType::FLOAT32 && x.dtype() == paddle::DataType::FLOAT32, "V and X must be float32");
+  PD_CHECK(v.shape() == x.shape(), "V and X must have the same shape");
+  auto out = paddle::empty(v.shape(), paddle::DataType::FLOAT32, v.place());
+  int64_t n = v.numel();
+  if (n == 0) return {out};
+  KeptMask* kept = MaskPrimitive(n, slope);
+  auto vc = v.contiguous(), xc = x.contiguous();
+  memory mv(kept->desc, Engine(), const_cast<float*>(vc.data<float>()));
+  memory mx(kept->desc, Engine(), const_cast<float*>(xc.data<float>()));
+  memory mo(kept->desc, Engine(), out.data<float>());
+  kept->primitive.execute(Stream(), {{DNNL_ARG_SRC, mx}, {DNNL_ARG_DIFF_DST, mv}, {DNNL_ARG_DIFF_SRC, mo}});
+  Stream().wait();
+  return {out};
+}
+
+std::vector<std::vector<int64_t>> SameShape(const std::vector<int64_t>& vs, const std::vector<int64_t>&) { return {vs}; }
+
 std::vector<std::vector<int64_t>> ConvForwardShape(const std::vector<int64_t>& xs, const std::vector<int64_t>& ws,
                                                    const std::vector<int64_t>& strides,
                                                    const std::vector<int64_t>& pads) {
@@ -267,4 +318,12 @@ PD_BUILD_OP(pgk_conv_backward_weights)
     .Attrs({"strides: std::vector<int64_t>", "pads: std::vector<int64_t>", "k_hw: std::vector<int64_t>"})
     .SetKernelFn(PD_KERNEL(ConvBackwardWeights))
     .SetInferShapeFn(PD_INFER_SHAPE(ConvBackwardWeightsShape))
+    .SetInferDtypeFn(PD_INFER_DTYPE(FirstDtype));
+
+PD_BUILD_OP(pgk_leaky_relu_mask)
+    .Inputs({"V", "X"})
+    .Outputs({"Y"})
+    .Attrs({"slope: float"})
+    .SetKernelFn(PD_KERNEL(LeakyReluMask))
+    .SetInferShapeFn(PD_INFER_SHAPE(SameShape))
     .SetInferDtypeFn(PD_INFER_DTYPE(FirstDtype));

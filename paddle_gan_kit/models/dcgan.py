@@ -11,8 +11,8 @@ import paddle
 from paddle import nn
 
 from paddle_gan_kit.config import parse_size
-from paddle_gan_kit.models.layers import (Conv2D, Conv2DTranspose, NearestUpsample2x, SampleLayerNorm,
-                                          SpectralConv2D, UpsampleConv2D)
+from paddle_gan_kit.models.layers import (Conv2D, Conv2DTranspose, LeakyReLU, NearestUpsample2x, ReLU,
+                                          SampleLayerNorm, SpectralConv2D, UpsampleConv2D)
 
 
 def stage_channels(k: int, base: int, max_channels: int) -> list[int]:
@@ -32,12 +32,12 @@ def _upsample_conv(c_in: int, c_out: int, upsample: str, bias: bool) -> list:
 def _projection(z_dim: int, width: int, s0: int) -> list:
     """z as a 1x1 map, projected to the s0 x s0 bottleneck by one transposed conv."""
     return [Conv2DTranspose(z_dim, width, s0, 1, 0, bias_attr=False),  # (N, width, s0, s0)
-            nn.BatchNorm2D(width), nn.ReLU()]
+            nn.BatchNorm2D(width), ReLU()]
 
 
 def _up_block(c_in: int, c_out: int, upsample: str) -> list:
     """One inner generator stage: double the side, BatchNorm, ReLU -> (N, c_out, 2h, 2w)."""
-    return [*_upsample_conv(c_in, c_out, upsample, bias=False), nn.BatchNorm2D(c_out), nn.ReLU()]
+    return [*_upsample_conv(c_in, c_out, upsample, bias=False), nn.BatchNorm2D(c_out), ReLU()]
 
 
 class Generator(nn.Layer):
@@ -127,14 +127,14 @@ class Discriminator(nn.Layer):
         conv = SpectralConv2D if norm == "spectral" else Conv2D
         layers = [
             conv(channels, widths[0], 4, 2, 1),  # (N, w0, size/2, size/2)
-            nn.LeakyReLU(0.2),
+            LeakyReLU(0.2),
         ]
         has_norm = norm not in ("none", "spectral")
         for c_in, c_out in zip(widths[:-1], widths[1:]):
             layers += [
                 conv(c_in, c_out, 4, 2, 1, bias_attr=False if has_norm else None),  # halves
                 _norm(norm, c_out),
-                nn.LeakyReLU(0.2),
+                LeakyReLU(0.2),
             ]
         layers.append(conv(widths[-1], 1, s0, 1, 0))  # (N, 1, 1, 1)
         self.net = nn.Sequential(*layers)

