@@ -105,6 +105,24 @@ def test_leaky_relu_and_its_derivatives_equal_paddles(onednn, slope):
     np.testing.assert_array_equal(at_zero.numpy(), np.full((2, 3), slope, np.float32))
 
 
+def test_multiply_and_its_derivatives_equal_paddles(onednn):
+    """fastconv.multiply (oneDNN's binary kernel, used by the layer norm) against ``a * b``:
+    the product, both gradients and a double backward through them."""
+    rng = np.random.default_rng(8)
+    a_np, b_np = (rng.standard_normal((4, 3, 5, 5)).astype(np.float32) for _ in range(2))
+    results = []
+    for backend in ("onednn", "paddle"):
+        with fastconv.using(backend):
+            a = paddle.to_tensor(a_np, stop_gradient=False)
+            b = paddle.to_tensor(b_np, stop_gradient=False)
+            y = fastconv.multiply(a, b)
+            ga, gb = paddle.grad((y * y).sum(), [a, b], create_graph=True)
+            (ga * gb).sum().backward()
+            results.append([y.numpy(), ga.numpy(), gb.numpy(), a.grad.numpy(), b.grad.numpy()])
+    for x, y in zip(*results):
+        assert close(x, y)
+
+
 def first_step_gradients(cfg):
     """Every parameter gradient the optimizers see in the first training step."""
     from paddle_gan_kit.trainer import Trainer

@@ -138,6 +138,21 @@ class _LeakyMask(PyLayer):
         return _LeakyMask.apply(g, x, ctx.slope), None
 
 
+class _Multiply(PyLayer):
+    """A * B of one shape; each factor's gradient is the other times the output gradient."""
+
+    @staticmethod
+    def forward(ctx, a, b):
+        ctx.save_for_backward(a, b)
+        return _state["ops"].pgk_multiply(a, b)
+
+    @staticmethod
+    def backward(ctx, g):
+        a, b = ctx.saved_tensor()
+        return (_Multiply.apply(g, b) if not a.stop_gradient else None,
+                _Multiply.apply(g, a) if not b.stop_gradient else None)
+
+
 # ---- what the models call --------------------------------------------------------------------
 
 def _ours(x) -> bool:
@@ -170,6 +185,14 @@ def leaky_relu(x, slope: float = 0.01):
     if not _ours(x):
         return F.leaky_relu(x, slope) if slope else F.relu(x)
     return _LeakyMask.apply(x, x.detach(), float(slope))
+
+
+def multiply(a, b):
+    """``a * b`` for tensors of one shape; on the oneDNN backend a threaded kernel, and so is
+    every derivative."""
+    if not _ours(a) or a.shape != b.shape:
+        return a * b
+    return _Multiply.apply(a, b)
 
 
 # ---- choosing the backend ----------------------------------------------------------------------

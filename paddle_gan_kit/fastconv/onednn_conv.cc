@@ -13,8 +13,9 @@
 // where Paddle's CPU elementwise kernels run on one thread):
 //
 //   pgk_leaky_relu_mask(V, X)     V * (X > 0 ? 1 : slope)            any shape, V and X alike
+//   pgk_multiply(A, B)            A * B                              any shape, A and B alike
 //
-// which is leaky ReLU (slope 0: ReLU) for V = X and its input gradient for V = DY.
+// the first being leaky ReLU (slope 0: ReLU) for V = X and its input gradient for V = DY.
 //
 // Tensors stay plain NCHW / OIHW float32 in Paddle. Each primitive is created once per shape
 // and kept; oneDNN chooses the memory formats its fastest kernels want (format "any"), and the
@@ -203,6 +204,26 @@ KeptMask* MaskPrimitive(int64_t n, float slope) {
   return slot.get();
 }
 
+// A * B over n elements: oneDNN's binary multiply, kept per n.
+struct KeptBinary {
+  dnnl::binary primitive;
+  memory::desc desc;
+};
+
+std::mutex g_binary_lock;
+std::unordered_map<int64_t, std::unique_ptr<KeptBinary>> g_binaries;
+
+KeptBinary* MultiplyPrimitive(int64_t n) {
+  std::lock_guard<std::mutex> lock(g_binary_lock);
+  auto& slot = g_binaries[n];
+  if (!slot) {
+    memory::desc desc({n}, memory::data_type::f32, memory::format_tag::a);
+    auto pd = dnnl::binary::primitive_desc(Engine(), dnnl::algorithm::binary_mul, desc, desc, desc);
+    slot.reset(new KeptBinary{dnnl::binary(pd), desc});
+  }
+  return slot.get();
+}
+
 void Check(const paddle::Tensor& t, const char* name) {
   PD_CHECK(t.is_cpu(), name, " must be a CPU tensor");
   PD_CHECK(t.dtype() == paddle::DataType::FLOAT32, name, " must be float32");
@@ -273,6 +294,23 @@ std::vector<paddle::Tensor> LeakyReluMask(const paddle::Tensor& v, const paddle:
   return {out};
 }
 
+std::vector<paddle::Tensor> Multiply(const paddle::Tensor& a, const paddle::Tensor& b) {
+  PD_CHECK(a.is_cpu() && b.is_cpu(), "A and B must be CPU tensors");
+  PD_CHECK(a.dtype() == paddle::DataType::FLOAT32 && b.dtype() == paddle::DataType::FLOAT32, "A and B must be float32");
+  PD_CHECK(a.shape() == b.shape(), "A and B must have the same shape");
+  auto out = paddle::empty(a.shape(), paddle::DataType::FLOAT32, a.place());
+  int64_t n = a.numel();
+  if (n == 0) return {out};
+  KeptBinary* kept = MultiplyPrimitive(n);
+  auto ac = a.contiguous(), bc = b.contiguous();
+  memory ma(kept->desc, Engine(), const_cast<float*>(ac.data<float>()));
+  memory mb(kept->desc, Engine(), const_cast<float*>(bc.data<float>()));
+  memory mo(kept->desc, Engine(), out.data<float>());
+  kept->primitive.execute(Stream(), {{DNNL_ARG_SRC_0, ma}, {DNNL_ARG_SRC_1, mb}, {DNNL_ARG_DST, mo}});
+  Stream().wait();
+  return {out};
+}
+
 std::vector<std::vector<int64_t>> SameShape(const std::vector<int64_t>& vs, const std::vector<int64_t>&) { return {vs}; }
 
 std::vector<std::vector<int64_t>> ConvForwardShape(const std::vector<int64_t>& xs, const std::vector<int64_t>& ws,
@@ -325,5 +363,12 @@ PD_BUILD_OP(pgk_leaky_relu_mask)
     .Outputs({"Y"})
     .Attrs({"slope: float"})
     .SetKernelFn(PD_KERNEL(LeakyReluMask))
+    .SetInferShapeFn(PD_INFER_SHAPE(SameShape))
+    .SetInferDtypeFn(PD_INFER_DTYPE(FirstDtype));
+
+PD_BUILD_OP(pgk_multiply)
+    .Inputs({"A", "B"})
+    .Outputs({"Y"})
+    .SetKernelFn(PD_KERNEL(Multiply))
     .SetInferShapeFn(PD_INFER_SHAPE(SameShape))
     .SetInferDtypeFn(PD_INFER_DTYPE(FirstDtype));

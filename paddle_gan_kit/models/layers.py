@@ -119,10 +119,10 @@ class SampleLayerNorm(nn.Layer):
         mean_of = paddle.full([d, 1], 1.0 / d, dtype=x.dtype)  # (D, 1)
         flat = x.reshape([n, d])
         centred = flat - spread(paddle.matmul(flat, mean_of), d)  # (N, D)
-        inv_std = paddle.rsqrt(paddle.matmul(centred * centred, mean_of) + self.epsilon)  # (N, 1)
+        inv_std = paddle.rsqrt(paddle.matmul(fastconv.multiply(centred, centred), mean_of) + self.epsilon)  # (N, 1)
         scale = paddle.matmul(inv_std, channel_row(self.weight, h * w))  # (N, D)
         shift = paddle.matmul(paddle.ones([n, 1], dtype=x.dtype), channel_row(self.bias, h * w))  # (N, D)
-        return (centred * scale + shift).reshape([n, c, h, w])
+        return (fastconv.multiply(centred, scale) + shift).reshape([n, c, h, w])
 
 
 def spread(column, d: int):
