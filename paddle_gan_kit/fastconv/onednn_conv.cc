@@ -179,49 +179,62 @@ void Run(Kept* kept, const paddle::Tensor& a, const paddle::Tensor& b, paddle::T
   Stream().wait();
 }
 
-// V * (X > 0 ? 1 : slope) over n elements: oneDNN's ReLU backward with alpha = slope, kept per
-// (n, slope). X plays the primitive's "src", V its "diff_dst".
-struct KeptMask {
-  dnnl::eltwise_backward primitive;
+// Elementwise primitives on plain 1-D buffers of n elements, kept per key.
+struct KeptElementwise {
+  dnnl::primitive primitive;
   memory::desc desc;
 };
 
-std::mutex g_mask_lock;
-std::unordered_map<std::string, std::unique_ptr<KeptMask>> g_masks;
+std::mutex g_elementwise_lock;
+std::unordered_map<std::string, std::unique_ptr<KeptElementwise>> g_elementwise;
 
-KeptMask* MaskPrimitive(int64_t n, float slope) {
-  std::string key = std::to_string(n) + "," + std::to_string(slope);
-  std::lock_guard<std::mutex> lock(g_mask_lock);
-  auto& slot = g_masks[key];
+template <typename Make>
+KeptElementwise* Elementwise(const std::string& key, int64_t n, Make make) {
+  std::lock_guard<std::mutex> lock(g_elementwise_lock);
+  auto& slot = g_elementwise[key];
   if (!slot) {
     memory::desc desc({n}, memory::data_type::f32, memory::format_tag::a);
-    auto hint = dnnl::eltwise_forward::primitive_desc(Engine(), dnnl::prop_kind::forward_training,
-                                                      dnnl::algorithm::eltwise_relu, desc, desc, slope, 0.f);
-    auto pd = dnnl::eltwise_backward::primitive_desc(Engine(), dnnl::algorithm::eltwise_relu, desc, desc, desc,
-                                                     slope, 0.f, hint);
-    slot.reset(new KeptMask{dnnl::eltwise_backward(pd), desc});
+    slot.reset(new KeptElementwise{make(desc), desc});
   }
   return slot.get();
 }
 
-// A * B over n elements: oneDNN's binary multiply, kept per n.
-struct KeptBinary {
-  dnnl::binary primitive;
-  memory::desc desc;
-};
+// V * (X > 0 ? 1 : slope): oneDNN's ReLU backward with alpha = slope; X is its "src", V its
+// "diff_dst".
+KeptElementwise* MaskPrimitive(int64_t n, float slope) {
+  return Elementwise("mask," + std::to_string(n) + "," + std::to_string(slope), n, [&](const memory::desc& d) {
+    auto hint = dnnl::eltwise_forward::primitive_desc(Engine(), dnnl::prop_kind::forward_training,
+                                                      dnnl::algorithm::eltwise_relu, d, d, slope, 0.f);
+    return dnnl::primitive(dnnl::eltwise_backward(
+        dnnl::eltwise_backward::primitive_desc(Engine(), dnnl::algorithm::eltwise_relu, d, d, d, slope, 0.f, hint)));
+  });
+}
 
-std::mutex g_binary_lock;
-std::unordered_map<int64_t, std::unique_ptr<KeptBinary>> g_binaries;
+// A * B: oneDNN's binary multiply.
+KeptElementwise* MultiplyPrimitive(int64_t n) {
+  return Elementwise("mul," + std::to_string(n), n, [&](const memory::desc& d) {
+    return dnnl::primitive(dnnl::binary(dnnl::binary::primitive_desc(Engine(), dnnl::algorithm::binary_mul, d, d, d)));
+  });
+}
 
-KeptBinary* MultiplyPrimitive(int64_t n) {
-  std::lock_guard<std::mutex> lock(g_binary_lock);
-  auto& slot = g_binaries[n];
-  if (!slot) {
-    memory::desc desc({n}, memory::data_type::f32, memory::format_tag::a);
-    auto pd = dnnl::binary::primitive_desc(Engine(), dnnl::algorithm::binary_mul, desc, desc, desc);
-    slot.reset(new KeptBinary{dnnl::binary(pd), desc});
-  }
-  return slot.get();
+// Runs ``find(n)``'s primitive on two float32 CPU tensors of one shape into a new one.
+template <typename Find>
+paddle::Tensor RunElementwise(const paddle::Tensor& a, const paddle::Tensor& b, int arg_a, int arg_b, int arg_out,
+                              Find find) {
+  PD_CHECK(a.is_cpu() && b.is_cpu(), "inputs must be CPU tensors");
+  PD_CHECK(a.dtype() == paddle::DataType::FLOAT32 && b.dtype() == paddle::DataType::FLOAT32, "inputs must be float32");
+  PD_CHECK(a.shape() == b.shape(), "inputs must have the same shape");
+  auto out = paddle::empty(a.shape(), paddle::DataType::FLOAT32, a.place());
+  int64_t n = a.numel();
+  if (n == 0) return out;
+  KeptElementwise* kept = find(n);
+  auto ac = a.contiguous(), bc = b.contiguous();
+  memory ma(kept->desc, Engine(), const_cast<float*>(ac.data<float>()));
+  memory mb(kept->desc, Engine(), const_cast<float*>(bc.data<float>()));
+  memory mo(kept->desc, Engine(), out.data<float>());
+  kept->primitive.execute(Stream(), {{arg_a, ma}, {arg_b, mb}, {arg_out, mo}});
+  Stream().wait();
+  return out;
 }
 
 void Check(const paddle::Tensor& t, const char* name) {
@@ -278,37 +291,12 @@ std::vector<paddle::Tensor> ConvBackwardWeights(const paddle::Tensor& x, const p
 }
 
 std::vector<paddle::Tensor> LeakyReluMask(const paddle::Tensor& v, const paddle::Tensor& x, float slope) {
-  PD_CHECK(v.is_cpu() && x.is_cpu(), "V and X must be CPU tensors");
-  PD_CHECK(v.dtype() == paddle::DataType::FLOAT32 && x.dtype() == paddle::DataType::FLOAT32, "V and X must be float32");
-  PD_CHECK(v.shape() == x.shape(), "V and X must have the same shape");
-  auto out = paddle::empty(v.shape(), paddle::DataType::FLOAT32, v.place());
-  int64_t n = v.numel();
-  if (n == 0) return {out};
-  KeptMask* kept = MaskPrimitive(n, slope);
-  auto vc = v.contiguous(), xc = x.contiguous();
-  memory mv(kept->desc, Engine(), const_cast<float*>(vc.data<float>()));
-  memory mx(kept->desc, Engine(), const_cast<float*>(xc.data<float>()));
-  memory mo(kept->desc, Engine(), out.data<float>());
-  kept->primitive.execute(Stream(), {{DNNL_ARG_SRC, mx}, {DNNL_ARG_DIFF_DST, mv}, {DNNL_ARG_DIFF_SRC, mo}});
-  Stream().wait();
-  return {out};
+  return {RunElementwise(x, v, DNNL_ARG_SRC, DNNL_ARG_DIFF_DST, DNNL_ARG_DIFF_SRC,
+                         [&](int64_t n) { return MaskPrimitive(n, slope); })};
 }
 
 std::vector<paddle::Tensor> Multiply(const paddle::Tensor& a, const paddle::Tensor& b) {
-  PD_CHECK(a.is_cpu() && b.is_cpu(), "A and B must be CPU tensors");
-  PD_CHECK(a.dtype() == paddle::DataType::FLOAT32 && b.dtype() == paddle::DataType::FLOAT32, "A and B must be float32");
-  PD_CHECK(a.shape() == b.shape(), "A and B must have the same shape");
-  auto out = paddle::empty(a.shape(), paddle::DataType::FLOAT32, a.place());
-  int64_t n = a.numel();
-  if (n == 0) return {out};
-  KeptBinary* kept = MultiplyPrimitive(n);
-  auto ac = a.contiguous(), bc = b.contiguous();
-  memory ma(kept->desc, Engine(), const_cast<float*>(ac.data<float>()));
-  memory mb(kept->desc, Engine(), const_cast<float*>(bc.data<float>()));
-  memory mo(kept->desc, Engine(), out.data<float>());
-  kept->primitive.execute(Stream(), {{DNNL_ARG_SRC_0, ma}, {DNNL_ARG_SRC_1, mb}, {DNNL_ARG_DST, mo}});
-  Stream().wait();
-  return {out};
+  return {RunElementwise(a, b, DNNL_ARG_SRC_0, DNNL_ARG_SRC_1, DNNL_ARG_DST, MultiplyPrimitive)};
 }
 
 std::vector<std::vector<int64_t>> SameShape(const std::vector<int64_t>& vs, const std::vector<int64_t>&) { return {vs}; }
