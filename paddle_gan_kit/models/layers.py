@@ -113,8 +113,8 @@ class SampleLayerNorm(nn.Layer):
         # derivatives are matmuls; its broadcasting elementwise kernels, and their double grads,
         # reduce on one thread. At (64, 128, 16, 16) forward, gradient and double backward took
         # 157 ms in the earlier broadcasting form, 106 ms in this one and 96 ms with the full-size
-        # products on ``fastconv.multiply`` (oneDNN). Two passes (centre, then square) keep the variance free of
-        # E[x^2] - E[x]^2 cancellation.
+        # products on ``fastconv.multiply`` (oneDNN). Two passes (centre, then square) keep the
+        # variance free of E[x^2] - E[x]^2 cancellation.
         n, c, h, w = x.shape
         d = c * h * w
         mean_of = paddle.full([d, 1], 1.0 / d, dtype=x.dtype)  # (D, 1)
