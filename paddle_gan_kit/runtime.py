@@ -142,6 +142,11 @@ def import_paddle():
         if "numpy" in str(exc).lower():
             raise EnvironmentProblem(f"Paddle does not load with numpy {_version('numpy')[1]} ({exc}); install the "
                                      "numpy it was built for: `pip install \"numpy<2\"` for Paddle 2.6") from None
+        if _version("paddlepaddle") or _version("paddlepaddle-gpu"):
+            # installed but broken (a missing shared library, a half-finished upgrade): say so
+            raise EnvironmentProblem(f"PaddlePaddle is installed but does not import ({' '.join(str(exc).split())}); "
+                                     "fix what it names, or reinstall Paddle (`pip install --force-reinstall --no-deps "
+                                     "paddlepaddle`, paddlepaddle-gpu on a GPU machine)") from None
         raise EnvironmentProblem(
             "paddle_gan_kit needs PaddlePaddle 2.6 or 3.x: on a CPU machine run `pip install paddlepaddle` "
             f"(or `pip install -e \".[cpu]\"`); {_GPU_HINT}") from None

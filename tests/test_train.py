@@ -247,22 +247,39 @@ def test_dataset_smaller_than_a_batch(tmp_path):
     assert_one_line_error(result, "3 images, fewer than one batch of 8", "--batch-size")
 
 
-def test_missing_paddle_gives_one_line(tmp_path):
-    blocker = tmp_path / "sitecustomize.py"
-    blocker.write_text(
-        "import sys\n"
-        "class Block:\n"
-        "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name == 'paddle' or name.startswith('paddle.'):\n"
-        "            raise ImportError('No module named paddle')\n"
-        "sys.meta_path.insert(0, Block())\n"
-    )
+HIDE_PADDLE = (
+    "import sys\n"
+    "class Block:\n"
+    "    def find_spec(self, name, path=None, target=None):\n"
+    "        if name == 'paddle' or name.startswith('paddle.'):\n"
+    "            raise ImportError(MESSAGE)\n"
+    "sys.meta_path.insert(0, Block())\n"
+)
+HIDE_METADATA = (
+    "from importlib import metadata\n"
+    "_version = metadata.version\n"
+    "def version(name):\n"
+    "    if name.startswith('paddlepaddle'):\n"
+    "        raise metadata.PackageNotFoundError(name)\n"
+    "    return _version(name)\n"
+    "metadata.version = version\n"
+)
+
+
+@pytest.mark.parametrize("installed", [False, True], ids=["missing", "broken"])
+def test_missing_or_broken_paddle_gives_one_line(tmp_path, installed):
+    message = "libdnnl.so.3: cannot open shared object file" if installed else "No module named paddle"
+    code = f"MESSAGE = {message!r}\n" + HIDE_PADDLE + ("" if installed else HIDE_METADATA)
+    (tmp_path / "sitecustomize.py").write_text(code)
     env = dict(os.environ, PYTHONPATH=f"{tmp_path}{os.pathsep}{REPO}")
     result = subprocess.run([sys.executable, "-c", "import paddle_gan_kit"], env=env, cwd=REPO,
                             capture_output=True, text=True)
-    assert result.returncode != 0
+    assert result.returncode == 2 and "Traceback" not in result.stderr
     last = result.stderr.strip().splitlines()[-1]
-    assert "pip install paddlepaddle" in last and "paddlepaddle-gpu" in last
+    if installed:  # the real cause, not "install Paddle"
+        assert "installed but does not import" in last and message in last and "--force-reinstall" in last
+    else:
+        assert "pip install paddlepaddle" in last and "paddlepaddle-gpu" in last
 
 
 def test_resume_on_an_empty_out_starts_the_run(tmp_path, tiny_npy):
