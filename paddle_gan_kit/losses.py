@@ -14,6 +14,7 @@ import paddle
 import paddle.nn.functional as F
 
 from paddle_gan_kit import fastconv
+from paddle_gan_kit.models.layers import differentiable_twice
 
 _HALF = (paddle.float16, paddle.bfloat16)  # autocast dtypes; the penalty's norm is taken in float32
 
@@ -118,7 +119,8 @@ def input_gradients(critic, x, loss_scale=None):
     """grad_x sum(critic(x)) with the graph kept, float32, unscaled; see ``gradient_penalty``
     for ``loss_scale``. Taken for ``x`` alone: the oneDNN convolutions skip the weight
     gradients this pass does not need (``fastconv.input_gradients_only``)."""
-    scores = critic(x)
+    with differentiable_twice():  # batch norm through primitives (its fused double grad is slow)
+        scores = critic(x)
     total = (scores.astype("float32") if scores.dtype in _HALF else scores).sum()
     if loss_scale is not None:
         total = total * loss_scale

@@ -92,7 +92,7 @@ def test_gradient_penalty_uses_real_fake_interpolates():
     assert float(losses.gradient_penalty(Quadratic(), real, fake, eps)) == pytest.approx(expected, rel=1e-5)
 
 
-@pytest.mark.parametrize("norm", ["layer", "instance", "none"])
+@pytest.mark.parametrize("norm", ["layer", "instance", "none", "batch"])
 def test_gradient_penalty_parameter_gradients_match_finite_differences(norm):
     paddle.set_default_dtype("float64")
     try:
@@ -136,6 +136,38 @@ def test_sample_layer_norm_matches_the_formula():
     var = flat.var(1).reshape(4, 1, 1, 1)
     expected = (x - mean) / np.sqrt(var + 1e-5) * weight + bias
     np.testing.assert_allclose(norm(paddle.to_tensor(x)).numpy(), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_batch_norm_differentiated_twice_equals_paddles_kernel():
+    """Inside ``differentiable_twice`` the discriminator's BatchNorm2D runs on primitives (Paddle's
+    double-grad kernel is quadratic in the channels): the output, the input gradient and the
+    double backward's parameter and input gradients equal nn.BatchNorm2D's, and the running
+    statistics stay as they were; outside the block it is Paddle's kernel, bit for bit."""
+    from paddle_gan_kit.models.layers import BatchNorm2D, differentiable_twice
+
+    rng = np.random.default_rng(0)
+    ours, reference = BatchNorm2D(3), paddle.nn.BatchNorm2D(3)
+    ours.weight.set_value(rng.normal(1, 0.3, [3]).astype("float32"))
+    ours.bias.set_value(rng.normal(0, 0.3, [3]).astype("float32"))
+    reference.set_state_dict(ours.state_dict())
+    x = paddle.to_tensor(rng.normal(2.0, 1.5, (5, 3, 4, 4)).astype("float32"), stop_gradient=False)
+    weight_out = paddle.to_tensor(rng.normal(0, 1, (5, 3, 4, 4)).astype("float32"))
+
+    def twice(layer):
+        y = layer(x)
+        (dx,) = paddle.grad((y * weight_out).sum(), [x], create_graph=True)
+        outer = paddle.grad((dx * dx).sum(), [x, layer.weight, layer.bias])
+        return [t.numpy() for t in (y, dx, *outer)]
+
+    with differentiable_twice():
+        results = twice(ours)
+    assert np.array_equal(ours._mean.numpy(), np.zeros(3)) and np.array_equal(ours._variance.numpy(), np.ones(3))
+    for got, want in zip(results, twice(reference)):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    assert np.abs(results[-2]).max() > 1e-3  # the weight's double-backward gradient is not trivially zero
+    ours.set_state_dict(reference.state_dict())
+    np.testing.assert_array_equal(ours(x).numpy(), reference(x).numpy())
+    np.testing.assert_array_equal(ours._mean.numpy(), reference._mean.numpy())
 
 
 @pytest.mark.parametrize("transpose", [False, True])

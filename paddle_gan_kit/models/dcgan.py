@@ -11,7 +11,7 @@ import paddle
 from paddle import nn
 
 from paddle_gan_kit.config import parse_size
-from paddle_gan_kit.models.layers import (Conv2D, Conv2DTranspose, LeakyReLU, NearestUpsample2x, ReLU,
+from paddle_gan_kit.models.layers import (BatchNorm2D, Conv2D, Conv2DTranspose, LeakyReLU, NearestUpsample2x, ReLU,
                                           SampleLayerNorm, SpectralConv2D, UpsampleConv2D)
 
 
@@ -98,7 +98,7 @@ class SkipGenerator(nn.Layer):
 
 def _norm(kind: str, channels: int) -> nn.Layer:
     if kind == "batch":
-        return nn.BatchNorm2D(channels)
+        return BatchNorm2D(channels)
     if kind == "layer":
         return SampleLayerNorm(channels)
     if kind == "instance":
