@@ -110,11 +110,11 @@ class BatchNorm2D(nn.BatchNorm2D):
     from primitives: Paddle's CPU double-grad kernel of batch norm is slow and grows faster than
     the channels (one double backward on one thread: 2.2 s at (64, 32, 8, 8), 15.5 s at
     (64, 128, 8, 8), against 25 ms here at the latter), which made R1 or a gradient penalty on
-    the DCGAN discriminator 18x slower per step. Everywhere else (first-order passes, eval mode, the GPU) it is Paddle's
-    fused kernel. Its output equals the fused kernel's within float rounding; it leaves the
-    running statistics alone (updating them in place would invalidate the graph of the
-    discriminator pass before it, which holds them), so those average the loss passes' batches
-    only, not also the penalty's interpolates or R1's second look at the reals."""
+    the DCGAN discriminator 18x slower per step. Everywhere else (first-order passes, eval mode,
+    the GPU) it is Paddle's fused kernel. Its output equals the fused kernel's within float
+    rounding; it leaves the running statistics alone (updating them in place would invalidate
+    the graph of the discriminator pass before it, which holds them), so those average the loss
+    passes' batches only, not also the penalty's interpolates or R1's second look at the reals."""
 
     def forward(self, x):
         if _twice["depth"] and self.training and x.place.is_cpu_place():
