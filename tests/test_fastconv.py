@@ -105,22 +105,31 @@ def test_leaky_relu_and_its_derivatives_equal_paddles(onednn, slope):
     np.testing.assert_array_equal(at_zero.numpy(), np.full((2, 3), slope, np.float32))
 
 
-def test_multiply_and_its_derivatives_equal_paddles(onednn):
-    """fastconv.multiply (oneDNN's binary kernel, used by the layer norm) against ``a * b``:
-    the product, both gradients and a double backward through them."""
-    rng = np.random.default_rng(8)
-    a_np, b_np = (rng.standard_normal((4, 3, 5, 5)).astype(np.float32) for _ in range(2))
+@pytest.mark.parametrize("shape", [(3, 8, 16, 16), (3, 16, 8, 8), (3, 32, 4, 4), (2, 5, 3, 7)])
+def test_layer_norm_and_its_second_derivatives_equal_paddles(onednn, shape):
+    """The critic's layer norm on the fused operators (oneDNN backend) against its composition
+    from Paddle's operators: the output, the input gradient taken with create_graph (the
+    penalty's inner gradient) and a double backward through it to the input, scale and shift."""
+    from paddle_gan_kit.models.layers import SampleLayerNorm
+
+    rng = np.random.default_rng(sum(shape))
+    x_np = (rng.standard_normal(shape) * 3 + 1).astype(np.float32)
+    scale_np, shift_np = (rng.standard_normal((1, shape[1], 1, 1)).astype(np.float32) for _ in range(2))
+    probe, probe2 = (paddle.to_tensor(rng.standard_normal(shape).astype(np.float32)) for _ in range(2))
     results = []
     for backend in ("onednn", "paddle"):
+        norm = SampleLayerNorm(shape[1])
+        norm.weight.set_value(paddle.to_tensor(scale_np))
+        norm.bias.set_value(paddle.to_tensor(shift_np))
         with fastconv.using(backend):
-            a = paddle.to_tensor(a_np, stop_gradient=False)
-            b = paddle.to_tensor(b_np, stop_gradient=False)
-            y = fastconv.multiply(a, b)
-            ga, gb = paddle.grad((y * y).sum(), [a, b], create_graph=True)
-            (ga * gb).sum().backward()
-            results.append([y.numpy(), ga.numpy(), gb.numpy(), a.grad.numpy(), b.grad.numpy()])
-    for x, y in zip(*results):
-        assert close(x, y)
+            x = paddle.to_tensor(x_np, stop_gradient=False)
+            y = norm(x)
+            with fastconv.input_gradients_only():
+                (gx,) = paddle.grad((y * probe).sum(), [x], create_graph=True)
+            ((gx * gx * probe2).sum() + (y * y).sum()).backward()
+            results.append([y.numpy(), gx.numpy(), x.grad.numpy(), norm.weight.grad.numpy(), norm.bias.grad.numpy()])
+    for i, (a, b) in enumerate(zip(*results)):
+        assert close(a, b), (shape, i, float(np.abs(a - b).max()))
 
 
 def first_step_gradients(cfg):

@@ -10,7 +10,10 @@ gradient penalty's double backward works through them.
 The activations between the convolutions run on oneDNN too (:func:`leaky_relu`, also ReLU):
 Paddle's CPU activation kernels and their gradients run on one thread, oneDNN's eltwise kernel
 on all of them, and one operator, x * (x > 0 ? 1 : slope) with the mask held constant, serves
-as the activation and every derivative of it.
+as the activation and every derivative of it. So does the WGAN-GP critic's per-sample layer
+norm (:func:`layer_norm`): fused threaded loops for the normalisation, its Jacobian product and
+its second derivative, and a per-channel scale whose two derivatives are each other, where the
+composition from Paddle's operators costs about twice as much in the penalty's double backward.
 
 ``configure("auto" | "onednn" | "paddle", device)`` chooses the backend once per process:
 ``auto`` uses oneDNN on the CPU when the build succeeds and a start-up self-check (a small
@@ -138,19 +141,78 @@ class _LeakyMask(PyLayer):
         return _LeakyMask.apply(g, x, ctx.slope), None
 
 
-class _Multiply(PyLayer):
-    """A * B of one shape; each factor's gradient is the other times the output gradient."""
+class _Kept:
+    """Tensors a PyLayer keeps for its backward without making them inputs (constants there)."""
+
+    def __init__(self, *tensors):
+        self.tensors = tensors
+
+
+class _LayerNorm(PyLayer):
+    """XH = (X - mean) / sqrt(var + eps) over each sample's values (rows of an (N, D) view)."""
+
+    @staticmethod
+    def forward(ctx, x, epsilon):
+        xh, rstd = _state["ops"].pgk_layer_norm(x, epsilon)
+        ctx.save_for_backward(x)
+        ctx.kept = _Kept(xh, rstd)
+        return xh
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensor()
+        return _LayerNormGrad.apply(g, x, ctx.kept)
+
+
+class _LayerNormGrad(PyLayer):
+    """DX = J G, the layer norm's input gradient (J: the normalisation's symmetric Jacobian at
+    X). Linear in G, so its G-gradient is J H again; its X-gradient, the second derivative of the
+    normalisation, is one more operator. That one is not differentiable further: derivatives to
+    second order, what the gradient penalty and R1 take, and no third."""
+
+    @staticmethod
+    def forward(ctx, g, x, kept):
+        ctx.save_for_backward(g, x)
+        ctx.kept = kept
+        return _state["ops"].pgk_layer_norm_grad(g, *kept.tensors)
+
+    @staticmethod
+    def backward(ctx, h):
+        g, x = ctx.saved_tensor()
+        d_g = _LayerNormGrad.apply(h, x, ctx.kept) if not g.stop_gradient else None
+        d_x = _state["ops"].pgk_layer_norm_grad2(g, h, *ctx.kept.tensors) if not x.stop_gradient else None
+        return d_g, d_x
+
+
+class _ChannelScale(PyLayer):
+    """X * W[c] on each channel c of X (N, C, ...); W holds C values."""
+
+    @staticmethod
+    def forward(ctx, x, w):
+        ctx.save_for_backward(x, w)
+        return _state["ops"].pgk_channel_scale(x, w)
+
+    @staticmethod
+    def backward(ctx, g):
+        x, w = ctx.saved_tensor()
+        dx = _ChannelScale.apply(g, w) if not x.stop_gradient else None
+        dw = _ChannelDot.apply(g, x).reshape(w.shape) if _wants(w) else None
+        return dx, dw
+
+
+class _ChannelDot(PyLayer):
+    """(C,): the sum of A * B over the samples and positions of each channel."""
 
     @staticmethod
     def forward(ctx, a, b):
         ctx.save_for_backward(a, b)
-        return _state["ops"].pgk_multiply(a, b)
+        return _state["ops"].pgk_channel_dot(a, b)
 
     @staticmethod
     def backward(ctx, g):
         a, b = ctx.saved_tensor()
-        return (_Multiply.apply(g, b) if not a.stop_gradient else None,
-                _Multiply.apply(g, a) if not b.stop_gradient else None)
+        return (_ChannelScale.apply(b, g) if not a.stop_gradient else None,
+                _ChannelScale.apply(a, g) if not b.stop_gradient else None)
 
 
 # ---- what the models call --------------------------------------------------------------------
@@ -187,12 +249,14 @@ def leaky_relu(x, slope: float = 0.01):
     return _LeakyMask.apply(x, x.detach(), float(slope))
 
 
-def multiply(a, b):
-    """``a * b`` for tensors of one shape; on the oneDNN backend a threaded kernel, and so is
-    every derivative."""
-    if not _ours(a) or a.shape != b.shape:
-        return a * b
-    return _Multiply.apply(a, b)
+def layer_norm(x, weight, epsilon: float = 1e-5):
+    """Layer norm over each sample's (C, H, W) with a per-channel scale, no shift: ``x``
+    (N, C, H, W), ``weight`` (C values). On the oneDNN backend, fused threaded operators with
+    analytic derivatives to second order (enough for the gradient penalty and R1); None on
+    Paddle's backend, where the caller composes it from Paddle's operators."""
+    if not _ours(x):
+        return None
+    return _ChannelScale.apply(_LayerNorm.apply(x, float(epsilon)), weight)
 
 
 # ---- choosing the backend ----------------------------------------------------------------------

@@ -118,7 +118,7 @@ def machine_key() -> str:
         cpuinfo = open("/proc/cpuinfo", encoding="utf-8").read()
         flags = next((line for line in cpuinfo.splitlines() if line.startswith("flags")), "")
     digest = hashlib.sha256()
-    for part in (paddle.__version__, sys.version, platform.machine(), flags, open(SOURCE, "rb").read().hex()):
+    for part in (paddle.__version__, sys.version, platform.machine(), flags, _SETUP, open(SOURCE, "rb").read().hex()):
         digest.update(str(part).encode())
     return f"paddle{paddle.__version__}-{platform.machine()}-{digest.hexdigest()[:12]}"
 
@@ -141,8 +141,8 @@ _SETUP = """# written by paddle_gan_kit.fastconv.builder: builds the oneDNN conv
 from paddle.utils.cpp_extension import CppExtension, setup
 
 setup(name={name!r}, ext_modules=CppExtension(
-    sources=[{source!r}], include_dirs={includes!r}, extra_compile_args={{"cxx": ["-O2"]}},
-    extra_link_args=["-L{libs}", "-l:libdnnl.so.3", "-Wl,-rpath,{libs}"]))
+    sources=[{source!r}], include_dirs={includes!r}, extra_compile_args={{"cxx": ["-O2", "-fopenmp"]}},
+    extra_link_args=["-fopenmp", "-L{libs}", "-l:libdnnl.so.3", "-Wl,-rpath,{libs}"]))
 """
 
 

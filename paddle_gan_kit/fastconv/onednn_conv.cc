@@ -13,13 +13,29 @@
 // where Paddle's CPU elementwise kernels run on one thread):
 //
 //   pgk_leaky_relu_mask(V, X)     V * (X > 0 ? 1 : slope)            any shape, V and X alike
-//   pgk_multiply(A, B)            A * B                              any shape, A and B alike
 //
-// the first being leaky ReLU (slope 0: ReLU) for V = X and its input gradient for V = DY.
+// which is leaky ReLU (slope 0: ReLU) for V = X and its input gradient for V = DY.
+//
+// The WGAN-GP critic's layer norm over each sample, with its derivatives to second order (plain
+// loops over rows, threaded with OpenMP, the runtime the wheel's oneDNN uses; row statistics in
+// double). For one row of D values, XH = (X - mean) * RSTD, RSTD = 1 / sqrt(var + eps), and
+// J = RSTD * (I - 1 1^T / D - XH XH^T / D) is the (symmetric) Jacobian of XH:
+//
+//   pgk_layer_norm(X)             XH, RSTD                           X (N, ...): rows of D
+//   pgk_layer_norm_grad(G, XH, RSTD)      J G
+//   pgk_layer_norm_grad2(G, H, XH, RSTD)  d<H, J G>/dX = -RSTD^2 * ((mean(HG) - mean(H) mean(G)
+//                                 - 3ab) XH + b (G - mean(G)) + a (H - mean(H))),
+//                                 a = mean(G XH), b = mean(H XH)
+//
+// and the per-channel scale around it, whose derivatives are each other:
+//
+//   pgk_channel_scale(X, W)       X * W[c]                           X (N, C, ...), W (C values)
+//   pgk_channel_dot(A, B)         sum over n and positions of A * B  -> (C)
 //
 // Tensors stay plain NCHW / OIHW float32 in Paddle. Each primitive is created once per shape
 // and kept; oneDNN chooses the memory formats its fastest kernels want (format "any"), and the
 // reorders into and out of them are kept per shape too, so a step allocates nothing but scratch.
+#include <cmath>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -210,13 +226,6 @@ KeptElementwise* MaskPrimitive(int64_t n, float slope) {
   });
 }
 
-// A * B: oneDNN's binary multiply.
-KeptElementwise* MultiplyPrimitive(int64_t n) {
-  return Elementwise("mul," + std::to_string(n), n, [&](const memory::desc& d) {
-    return dnnl::primitive(dnnl::binary(dnnl::binary::primitive_desc(Engine(), dnnl::algorithm::binary_mul, d, d, d)));
-  });
-}
-
 // Runs ``find(n)``'s primitive on two float32 CPU tensors of one shape into a new one.
 template <typename Find>
 paddle::Tensor RunElementwise(const paddle::Tensor& a, const paddle::Tensor& b, int arg_a, int arg_b, int arg_out,
@@ -295,8 +304,129 @@ std::vector<paddle::Tensor> LeakyReluMask(const paddle::Tensor& v, const paddle:
                          [&](int64_t n) { return MaskPrimitive(n, slope); })};
 }
 
-std::vector<paddle::Tensor> Multiply(const paddle::Tensor& a, const paddle::Tensor& b) {
-  return {RunElementwise(a, b, DNNL_ARG_SRC_0, DNNL_ARG_SRC_1, DNNL_ARG_DST, MultiplyPrimitive)};
+// ---- layer norm and channel scale ----------------------------------------------------------------
+
+void CheckFloat(const paddle::Tensor& t, const char* name) {
+  PD_CHECK(t.is_cpu(), name, " must be a CPU tensor");
+  PD_CHECK(t.dtype() == paddle::DataType::FLOAT32, name, " must be float32");
+  PD_CHECK(t.shape().size() >= 2, name, " must have a batch axis and at least one more");
+}
+
+// Row sums of up to three products of (N, D) rows, in double; "nullptr" factors count as 1.
+double RowSum(const float* a, const float* b, int64_t d) {
+  double sum = 0.0;
+  if (b == nullptr) {
+#pragma omp simd reduction(+ : sum)
+    for (int64_t j = 0; j < d; ++j) sum += a[j];
+  } else {
+#pragma omp simd reduction(+ : sum)
+    for (int64_t j = 0; j < d; ++j) sum += static_cast<double>(a[j]) * b[j];
+  }
+  return sum;
+}
+
+std::vector<paddle::Tensor> LayerNorm(const paddle::Tensor& x, float epsilon) {
+  CheckFloat(x, "X");
+  const auto xc = x.contiguous();
+  const int64_t n = x.shape()[0], d = x.numel() / n;
+  auto xh = paddle::empty(x.shape(), paddle::DataType::FLOAT32, x.place());
+  auto rstd = paddle::empty({n}, paddle::DataType::FLOAT32, x.place());
+  const float* in = xc.data<float>();
+  float* out = xh.data<float>();
+  float* r = rstd.data<float>();
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) {
+    const float* row = in + i * d;
+    float* o = out + i * d;
+    const float mean = static_cast<float>(RowSum(row, nullptr, d) / d);
+    for (int64_t j = 0; j < d; ++j) o[j] = row[j] - mean;
+    const float s = static_cast<float>(1.0 / std::sqrt(RowSum(o, o, d) / d + epsilon));
+    for (int64_t j = 0; j < d; ++j) o[j] *= s;
+    r[i] = s;
+  }
+  return {xh, rstd};
+}
+
+std::vector<paddle::Tensor> LayerNormGrad(const paddle::Tensor& g, const paddle::Tensor& xh,
+                                          const paddle::Tensor& rstd) {
+  CheckFloat(g, "G");
+  const auto gc = g.contiguous();
+  const int64_t n = g.shape()[0], d = g.numel() / n;
+  PD_CHECK(xh.numel() == g.numel() && rstd.numel() == n, "G, XH and RSTD do not match");
+  auto dx = paddle::empty(g.shape(), paddle::DataType::FLOAT32, g.place());
+  const float *gp = gc.data<float>(), *xp = xh.data<float>(), *r = rstd.data<float>();
+  float* out = dx.data<float>();
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) {
+    const float *gr = gp + i * d, *xr = xp + i * d;
+    float* o = out + i * d;
+    const float g_mean = static_cast<float>(RowSum(gr, nullptr, d) / d);
+    const float a = static_cast<float>(RowSum(gr, xr, d) / d);
+    const float s = r[i];
+    for (int64_t j = 0; j < d; ++j) o[j] = s * (gr[j] - g_mean - xr[j] * a);
+  }
+  return {dx};
+}
+
+std::vector<paddle::Tensor> LayerNormGrad2(const paddle::Tensor& g, const paddle::Tensor& h, const paddle::Tensor& xh,
+                                           const paddle::Tensor& rstd) {
+  CheckFloat(g, "G");
+  CheckFloat(h, "H");
+  const auto gc = g.contiguous(), hc = h.contiguous();
+  const int64_t n = g.shape()[0], d = g.numel() / n;
+  PD_CHECK(h.numel() == g.numel() && xh.numel() == g.numel() && rstd.numel() == n, "G, H, XH and RSTD do not match");
+  auto q = paddle::empty(g.shape(), paddle::DataType::FLOAT32, g.place());
+  const float *gp = gc.data<float>(), *hp = hc.data<float>(), *xp = xh.data<float>(), *r = rstd.data<float>();
+  float* out = q.data<float>();
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) {
+    const float *gr = gp + i * d, *hr = hp + i * d, *xr = xp + i * d;
+    float* o = out + i * d;
+    const double g_mean = RowSum(gr, nullptr, d) / d, h_mean = RowSum(hr, nullptr, d) / d;
+    const double a = RowSum(gr, xr, d) / d, b = RowSum(hr, xr, d) / d, hg = RowSum(hr, gr, d) / d;
+    const double s2 = static_cast<double>(r[i]) * r[i];
+    const float cx = static_cast<float>(-s2 * (hg - h_mean * g_mean - 3.0 * a * b));
+    const float cg = static_cast<float>(-s2 * b), ch = static_cast<float>(-s2 * a);
+    const float c0 = static_cast<float>(s2 * (b * g_mean + a * h_mean));
+    for (int64_t j = 0; j < d; ++j) o[j] = cx * xr[j] + cg * gr[j] + ch * hr[j] + c0;
+  }
+  return {q};
+}
+
+std::vector<paddle::Tensor> ChannelScale(const paddle::Tensor& x, const paddle::Tensor& w) {
+  CheckFloat(x, "X");
+  const auto xc = x.contiguous(), wc = w.contiguous();
+  const int64_t n = x.shape()[0], c = x.shape()[1], d = x.numel() / (n * c);
+  PD_CHECK(w.numel() == c, "W must hold one value per channel of X");
+  auto y = paddle::empty(x.shape(), paddle::DataType::FLOAT32, x.place());
+  const float *xp = xc.data<float>(), *wp = wc.data<float>();
+  float* out = y.data<float>();
+#pragma omp parallel for schedule(static)
+  for (int64_t k = 0; k < n * c; ++k) {
+    const float scale = wp[k % c];
+    const float* xr = xp + k * d;
+    float* o = out + k * d;
+    for (int64_t j = 0; j < d; ++j) o[j] = xr[j] * scale;
+  }
+  return {y};
+}
+
+std::vector<paddle::Tensor> ChannelDot(const paddle::Tensor& a, const paddle::Tensor& b) {
+  CheckFloat(a, "A");
+  CheckFloat(b, "B");
+  PD_CHECK(a.shape() == b.shape(), "A and B must have one shape");
+  const auto ac = a.contiguous(), bc = b.contiguous();
+  const int64_t n = a.shape()[0], c = a.shape()[1], d = a.numel() / (n * c);
+  auto y = paddle::empty({c}, paddle::DataType::FLOAT32, a.place());
+  const float *ap = ac.data<float>(), *bp = bc.data<float>();
+  float* out = y.data<float>();
+#pragma omp parallel for schedule(static)
+  for (int64_t ch = 0; ch < c; ++ch) {
+    double sum = 0.0;
+    for (int64_t i = 0; i < n; ++i) sum += RowSum(ap + (i * c + ch) * d, bp + (i * c + ch) * d, d);
+    out[ch] = static_cast<float>(sum);
+  }
+  return {y};
 }
 
 std::vector<std::vector<int64_t>> SameShape(const std::vector<int64_t>& vs, const std::vector<int64_t>&) { return {vs}; }
@@ -321,6 +451,20 @@ std::vector<std::vector<int64_t>> ConvBackwardWeightsShape(const std::vector<int
 }
 
 std::vector<paddle::DataType> FirstDtype(const paddle::DataType& a, const paddle::DataType&) { return {a}; }
+
+std::vector<std::vector<int64_t>> LayerNormShape(const std::vector<int64_t>& xs) { return {xs, {xs[0]}}; }
+std::vector<paddle::DataType> LayerNormDtype(const paddle::DataType& a) { return {a, a}; }
+std::vector<std::vector<int64_t>> FirstShape3(const std::vector<int64_t>& gs, const std::vector<int64_t>&,
+                                              const std::vector<int64_t>&) { return {gs}; }
+std::vector<paddle::DataType> FirstDtype3(const paddle::DataType& a, const paddle::DataType&,
+                                          const paddle::DataType&) { return {a}; }
+std::vector<std::vector<int64_t>> FirstShape4(const std::vector<int64_t>& gs, const std::vector<int64_t>&,
+                                              const std::vector<int64_t>&, const std::vector<int64_t>&) { return {gs}; }
+std::vector<paddle::DataType> FirstDtype4(const paddle::DataType& a, const paddle::DataType&,
+                                          const paddle::DataType&, const paddle::DataType&) { return {a}; }
+std::vector<std::vector<int64_t>> ChannelDotShape(const std::vector<int64_t>& as, const std::vector<int64_t>&) {
+  return {{as[1]}};
+}
 
 PD_BUILD_OP(pgk_conv_forward)
     .Inputs({"X", "W"})
@@ -354,9 +498,38 @@ PD_BUILD_OP(pgk_leaky_relu_mask)
     .SetInferShapeFn(PD_INFER_SHAPE(SameShape))
     .SetInferDtypeFn(PD_INFER_DTYPE(FirstDtype));
 
-PD_BUILD_OP(pgk_multiply)
+PD_BUILD_OP(pgk_layer_norm)
+    .Inputs({"X"})
+    .Outputs({"XH", "RSTD"})
+    .Attrs({"epsilon: float"})
+    .SetKernelFn(PD_KERNEL(LayerNorm))
+    .SetInferShapeFn(PD_INFER_SHAPE(LayerNormShape))
+    .SetInferDtypeFn(PD_INFER_DTYPE(LayerNormDtype));
+
+PD_BUILD_OP(pgk_layer_norm_grad)
+    .Inputs({"G", "XH", "RSTD"})
+    .Outputs({"DX"})
+    .SetKernelFn(PD_KERNEL(LayerNormGrad))
+    .SetInferShapeFn(PD_INFER_SHAPE(FirstShape3))
+    .SetInferDtypeFn(PD_INFER_DTYPE(FirstDtype3));
+
+PD_BUILD_OP(pgk_layer_norm_grad2)
+    .Inputs({"G", "H", "XH", "RSTD"})
+    .Outputs({"DX"})
+    .SetKernelFn(PD_KERNEL(LayerNormGrad2))
+    .SetInferShapeFn(PD_INFER_SHAPE(FirstShape4))
+    .SetInferDtypeFn(PD_INFER_DTYPE(FirstDtype4));
+
+PD_BUILD_OP(pgk_channel_scale)
+    .Inputs({"X", "W"})
+    .Outputs({"Y"})
+    .SetKernelFn(PD_KERNEL(ChannelScale))
+    .SetInferShapeFn(PD_INFER_SHAPE(SameShape))
+    .SetInferDtypeFn(PD_INFER_DTYPE(FirstDtype));
+
+PD_BUILD_OP(pgk_channel_dot)
     .Inputs({"A", "B"})
     .Outputs({"Y"})
-    .SetKernelFn(PD_KERNEL(Multiply))
-    .SetInferShapeFn(PD_INFER_SHAPE(SameShape))
+    .SetKernelFn(PD_KERNEL(ChannelDot))
+    .SetInferShapeFn(PD_INFER_SHAPE(ChannelDotShape))
     .SetInferDtypeFn(PD_INFER_DTYPE(FirstDtype));
