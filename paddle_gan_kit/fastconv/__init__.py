@@ -12,7 +12,7 @@ Paddle's CPU activation kernels and their gradients run on one thread, oneDNN's 
 on all of them, and one operator, x * (x > 0 ? 1 : slope) with the mask held constant, serves
 as the activation and every derivative of it. So does the WGAN-GP critic's per-sample layer
 norm (:func:`layer_norm`): fused threaded loops for the normalisation, its Jacobian product and
-its second derivative, and a per-channel scale whose two derivatives are each other, where the
+its second derivative, and the per-channel scale and shift in one pass, where the
 composition from Paddle's operators costs about twice as much in the penalty's double backward.
 
 ``configure("auto" | "onednn" | "paddle", device)`` chooses the backend once per process:
@@ -184,6 +184,28 @@ class _LayerNormGrad(PyLayer):
         return d_g, d_x
 
 
+def _scale_gradients(g, x, w):
+    """The gradients of X * W[c] with respect to X and W, differentiable in turn."""
+    dx = _ChannelScale.apply(g, w) if not x.stop_gradient else None
+    dw = _ChannelDot.apply(g, x).reshape(w.shape) if _wants(w) else None
+    return dx, dw
+
+
+class _ChannelAffine(PyLayer):
+    """X * W[c] + B[c] on each channel c of X (N, C, ...); W and B hold C values each."""
+
+    @staticmethod
+    def forward(ctx, x, w, b):
+        ctx.save_for_backward(x, w, b)
+        return _state["ops"].pgk_channel_affine(x, w, b)
+
+    @staticmethod
+    def backward(ctx, g):
+        x, w, b = ctx.saved_tensor()
+        db = _ChannelSum.apply(g).reshape(b.shape) if _wants(b) else None
+        return (*_scale_gradients(g, x, w), db)
+
+
 class _ChannelScale(PyLayer):
     """X * W[c] on each channel c of X (N, C, ...); W holds C values."""
 
@@ -195,9 +217,20 @@ class _ChannelScale(PyLayer):
     @staticmethod
     def backward(ctx, g):
         x, w = ctx.saved_tensor()
-        dx = _ChannelScale.apply(g, w) if not x.stop_gradient else None
-        dw = _ChannelDot.apply(g, x).reshape(w.shape) if _wants(w) else None
-        return dx, dw
+        return _scale_gradients(g, x, w)
+
+
+class _ChannelSum(PyLayer):
+    """(C,): the sum of A over the samples and positions of each channel."""
+
+    @staticmethod
+    def forward(ctx, a):
+        ctx.shape = a.shape
+        return _state["ops"].pgk_channel_sum(a)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g.reshape([1, -1] + [1] * (len(ctx.shape) - 2)).expand(ctx.shape)
 
 
 class _ChannelDot(PyLayer):
@@ -249,14 +282,15 @@ def leaky_relu(x, slope: float = 0.01):
     return _LeakyMask.apply(x, x.detach(), float(slope))
 
 
-def layer_norm(x, weight, epsilon: float = 1e-5):
-    """Layer norm over each sample's (C, H, W) with a per-channel scale, no shift: ``x``
-    (N, C, H, W), ``weight`` (C values). On the oneDNN backend, fused threaded operators with
-    analytic derivatives to second order (enough for the gradient penalty and R1); None on
-    Paddle's backend, where the caller composes it from Paddle's operators."""
+def layer_norm(x, weight, bias, epsilon: float = 1e-5):
+    """Layer norm over each sample's (C, H, W), then a per-channel scale and shift: ``x``
+    (N, C, H, W), ``weight`` and ``bias`` (C values each). On the oneDNN backend, fused
+    threaded operators with analytic derivatives to second order (enough for the gradient
+    penalty and R1); None on Paddle's backend, where the caller composes it from Paddle's
+    operators."""
     if not _ours(x):
         return None
-    return _ChannelScale.apply(_LayerNorm.apply(x, float(epsilon)), weight)
+    return _ChannelAffine.apply(_LayerNorm.apply(x, float(epsilon)), weight, bias)
 
 
 # ---- choosing the backend ----------------------------------------------------------------------

@@ -27,10 +27,12 @@
 //                                 - 3ab) XH + b (G - mean(G)) + a (H - mean(H))),
 //                                 a = mean(G XH), b = mean(H XH)
 //
-// and the per-channel scale around it, whose derivatives are each other:
+// and the per-channel scale and shift after it (the scale's derivatives are each other):
 //
-//   pgk_channel_scale(X, W)       X * W[c]                           X (N, C, ...), W (C values)
+//   pgk_channel_affine(X, W, B)   X * W[c] + B[c]                    X (N, C, ...), W, B (C values)
+//   pgk_channel_scale(X, W)       X * W[c]
 //   pgk_channel_dot(A, B)         sum over n and positions of A * B  -> (C)
+//   pgk_channel_sum(A)            sum over n and positions of A      -> (C)
 //
 // Tensors stay plain NCHW / OIHW float32 in Paddle. Each primitive is created once per shape
 // and kept; oneDNN chooses the memory formats its fastest kernels want (format "any"), and the
@@ -393,20 +395,46 @@ std::vector<paddle::Tensor> LayerNormGrad2(const paddle::Tensor& g, const paddle
   return {q};
 }
 
-std::vector<paddle::Tensor> ChannelScale(const paddle::Tensor& x, const paddle::Tensor& w) {
+// X * W[c] + B[c] (B null: no shift) into a new tensor.
+paddle::Tensor ChannelAffineInto(const paddle::Tensor& x, const paddle::Tensor& w, const paddle::Tensor* b) {
   CheckFloat(x, "X");
   const auto xc = x.contiguous(), wc = w.contiguous();
   const int64_t n = x.shape()[0], c = x.shape()[1], d = x.numel() / (n * c);
-  PD_CHECK(w.numel() == c, "W must hold one value per channel of X");
+  PD_CHECK(w.numel() == c && (b == nullptr || b->numel() == c), "W and B must hold one value per channel of X");
   auto y = paddle::empty(x.shape(), paddle::DataType::FLOAT32, x.place());
-  const float *xp = xc.data<float>(), *wp = wc.data<float>();
+  const paddle::Tensor bc = b == nullptr ? wc : b->contiguous();
+  const float *xp = xc.data<float>(), *wp = wc.data<float>(), *bp = b == nullptr ? nullptr : bc.data<float>();
   float* out = y.data<float>();
 #pragma omp parallel for schedule(static)
   for (int64_t k = 0; k < n * c; ++k) {
-    const float scale = wp[k % c];
+    const float scale = wp[k % c], shift = bp == nullptr ? 0.f : bp[k % c];
     const float* xr = xp + k * d;
     float* o = out + k * d;
-    for (int64_t j = 0; j < d; ++j) o[j] = xr[j] * scale;
+    for (int64_t j = 0; j < d; ++j) o[j] = xr[j] * scale + shift;
+  }
+  return y;
+}
+
+std::vector<paddle::Tensor> ChannelAffine(const paddle::Tensor& x, const paddle::Tensor& w, const paddle::Tensor& b) {
+  return {ChannelAffineInto(x, w, &b)};
+}
+
+std::vector<paddle::Tensor> ChannelScale(const paddle::Tensor& x, const paddle::Tensor& w) {
+  return {ChannelAffineInto(x, w, nullptr)};
+}
+
+std::vector<paddle::Tensor> ChannelSum(const paddle::Tensor& a) {
+  CheckFloat(a, "A");
+  const auto ac = a.contiguous();
+  const int64_t n = a.shape()[0], c = a.shape()[1], d = a.numel() / (n * c);
+  auto y = paddle::empty({c}, paddle::DataType::FLOAT32, a.place());
+  const float* ap = ac.data<float>();
+  float* out = y.data<float>();
+#pragma omp parallel for schedule(static)
+  for (int64_t ch = 0; ch < c; ++ch) {
+    double sum = 0.0;
+    for (int64_t i = 0; i < n; ++i) sum += RowSum(ap + (i * c + ch) * d, nullptr, d);
+    out[ch] = static_cast<float>(sum);
   }
   return {y};
 }
@@ -465,6 +493,8 @@ std::vector<paddle::DataType> FirstDtype4(const paddle::DataType& a, const paddl
 std::vector<std::vector<int64_t>> ChannelDotShape(const std::vector<int64_t>& as, const std::vector<int64_t>&) {
   return {{as[1]}};
 }
+std::vector<std::vector<int64_t>> ChannelSumShape(const std::vector<int64_t>& as) { return {{as[1]}}; }
+std::vector<paddle::DataType> OneDtype(const paddle::DataType& a) { return {a}; }
 
 PD_BUILD_OP(pgk_conv_forward)
     .Inputs({"X", "W"})
@@ -519,6 +549,20 @@ PD_BUILD_OP(pgk_layer_norm_grad2)
     .SetKernelFn(PD_KERNEL(LayerNormGrad2))
     .SetInferShapeFn(PD_INFER_SHAPE(FirstShape4))
     .SetInferDtypeFn(PD_INFER_DTYPE(FirstDtype4));
+
+PD_BUILD_OP(pgk_channel_affine)
+    .Inputs({"X", "W", "B"})
+    .Outputs({"Y"})
+    .SetKernelFn(PD_KERNEL(ChannelAffine))
+    .SetInferShapeFn(PD_INFER_SHAPE(FirstShape3))
+    .SetInferDtypeFn(PD_INFER_DTYPE(FirstDtype3));
+
+PD_BUILD_OP(pgk_channel_sum)
+    .Inputs({"A"})
+    .Outputs({"Y"})
+    .SetKernelFn(PD_KERNEL(ChannelSum))
+    .SetInferShapeFn(PD_INFER_SHAPE(ChannelSumShape))
+    .SetInferDtypeFn(PD_INFER_DTYPE(OneDtype));
 
 PD_BUILD_OP(pgk_channel_scale)
     .Inputs({"X", "W"})

@@ -154,9 +154,9 @@ class SampleLayerNorm(nn.Layer):
         )
 
     def forward(self, x):
-        fused = fastconv.layer_norm(x, self.weight, self.epsilon)  # None unless on oneDNN
+        fused = fastconv.layer_norm(x, self.weight, self.bias, self.epsilon)  # None unless on oneDNN
         if fused is not None:
-            return add_channel_bias(fused, self.bias.reshape([-1]))
+            return fused
         # Every broadcast is a matrix product with a constant vector (means) or an outer product
         # (the per-sample and per-channel factors spread to full size), so every elementwise
         # operation is between tensors of one shape. Paddle's CPU matmul is threaded and its
