@@ -314,7 +314,7 @@ void CheckFloat(const paddle::Tensor& t, const char* name) {
   PD_CHECK(t.shape().size() >= 2, name, " must have a batch axis and at least one more");
 }
 
-// Row sums of up to three products of (N, D) rows, in double; "nullptr" factors count as 1.
+// The sum of a row of d values, or of its products with another (b), in double; b may be null.
 double RowSum(const float* a, const float* b, int64_t d) {
   double sum = 0.0;
   if (b == nullptr) {
@@ -423,38 +423,33 @@ std::vector<paddle::Tensor> ChannelScale(const paddle::Tensor& x, const paddle::
   return {ChannelAffineInto(x, w, nullptr)};
 }
 
-std::vector<paddle::Tensor> ChannelSum(const paddle::Tensor& a) {
+// Per channel, the sum over samples and positions of A, or of A * B (B null: of A alone).
+paddle::Tensor ChannelReduce(const paddle::Tensor& a, const paddle::Tensor* b) {
   CheckFloat(a, "A");
+  PD_CHECK(b == nullptr || a.shape() == b->shape(), "A and B must have one shape");
   const auto ac = a.contiguous();
+  const paddle::Tensor bc = b == nullptr ? ac : b->contiguous();
   const int64_t n = a.shape()[0], c = a.shape()[1], d = a.numel() / (n * c);
   auto y = paddle::empty({c}, paddle::DataType::FLOAT32, a.place());
-  const float* ap = ac.data<float>();
+  const float *ap = ac.data<float>(), *bp = b == nullptr ? nullptr : bc.data<float>();
   float* out = y.data<float>();
 #pragma omp parallel for schedule(static)
   for (int64_t ch = 0; ch < c; ++ch) {
     double sum = 0.0;
-    for (int64_t i = 0; i < n; ++i) sum += RowSum(ap + (i * c + ch) * d, nullptr, d);
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t offset = (i * c + ch) * d;
+      sum += RowSum(ap + offset, bp == nullptr ? nullptr : bp + offset, d);
+    }
     out[ch] = static_cast<float>(sum);
   }
-  return {y};
+  return y;
 }
 
+std::vector<paddle::Tensor> ChannelSum(const paddle::Tensor& a) { return {ChannelReduce(a, nullptr)}; }
+
 std::vector<paddle::Tensor> ChannelDot(const paddle::Tensor& a, const paddle::Tensor& b) {
-  CheckFloat(a, "A");
   CheckFloat(b, "B");
-  PD_CHECK(a.shape() == b.shape(), "A and B must have one shape");
-  const auto ac = a.contiguous(), bc = b.contiguous();
-  const int64_t n = a.shape()[0], c = a.shape()[1], d = a.numel() / (n * c);
-  auto y = paddle::empty({c}, paddle::DataType::FLOAT32, a.place());
-  const float *ap = ac.data<float>(), *bp = bc.data<float>();
-  float* out = y.data<float>();
-#pragma omp parallel for schedule(static)
-  for (int64_t ch = 0; ch < c; ++ch) {
-    double sum = 0.0;
-    for (int64_t i = 0; i < n; ++i) sum += RowSum(ap + (i * c + ch) * d, bp + (i * c + ch) * d, d);
-    out[ch] = static_cast<float>(sum);
-  }
-  return {y};
+  return {ChannelReduce(a, &b)};
 }
 
 std::vector<std::vector<int64_t>> SameShape(const std::vector<int64_t>& vs, const std::vector<int64_t>&) { return {vs}; }
