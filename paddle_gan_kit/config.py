@@ -63,6 +63,8 @@ class TrainConfig:
     # norm after each inner D conv: "batch" (DCGAN), "layer" (WGAN-GP paper), "instance", "none",
     # or "spectral": every D weight divided by its spectral norm (SNGAN, Miyato et al. 2018)
     d_norm: typing.Optional[str] = None
+    # minibatch standard deviation before D's last conv (Karras et al. 2018): the group size, 0 = off
+    d_mbstd: int = 0
     # how G doubles the side: "transposed" (DCGAN's 4x4 stride-2) or "nearest" (upsample + 3x3
     # conv, which avoids the checkerboard, Odena et al. 2016)
     g_upsample: str = "transposed"
@@ -252,6 +254,8 @@ def validate(cfg: TrainConfig) -> None:
             raise GanKitError(f"config key '{key}' must be >= 1, got {getattr(cfg, key)}")
     if cfg.eval_every < 0 or cfg.eval_n < 2:
         raise GanKitError(f"eval_every must be >= 0 and eval_n >= 2, got {cfg.eval_every} and {cfg.eval_n}")
+    if cfg.d_mbstd < 0:
+        raise GanKitError(f"d_mbstd must be >= 0 (0 = off, else the group size, 4 is common), got {cfg.d_mbstd}")
     if cfg.n_critic is not None and cfg.n_critic < 1:
         raise GanKitError(f"n_critic must be >= 1, got {cfg.n_critic}")
     if not 0.0 <= cfg.label_smoothing < 0.5:

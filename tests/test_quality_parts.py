@@ -11,7 +11,7 @@ from paddle_gan_kit.config import TrainConfig, parse_size
 from paddle_gan_kit.errors import GanKitError
 from paddle_gan_kit.models import build_discriminator, build_generator
 from paddle_gan_kit.models.dcgan import Discriminator, Generator
-from paddle_gan_kit.models.layers import NearestUpsample2x, SpectralConv2D, UpsampleConv2D
+from paddle_gan_kit.models.layers import MinibatchStd, NearestUpsample2x, SpectralConv2D, UpsampleConv2D
 from paddle_gan_kit.steps import AdversarialStep, recalibrate_batchnorm
 from conftest import assert_one_line_error, conv_backend, params_of, run_cli, tiny_config
 
@@ -109,6 +109,33 @@ def test_spectral_critic_takes_the_gradient_penalty():
     gp = losses.gradient_penalty(D, paddle.randn([2, 3, 16, 16]), paddle.randn([2, 3, 16, 16]))
     gp.backward()
     assert all(p.grad is not None for p in D.parameters() if not p.stop_gradient and p.name.endswith("w_0"))
+
+
+@pytest.mark.parametrize("n,group,g", [(8, 4, 4), (6, 4, 3), (3, 4, 3), (1, 4, 1)])
+def test_minibatch_std_channel_equals_numpy(n, group, g):
+    x = np.random.default_rng(n).standard_normal((n, 3, 2, 2)).astype(np.float32)
+    out = MinibatchStd(group)(paddle.to_tensor(x)).numpy()
+    assert out.shape == (n, 4, 2, 2)
+    np.testing.assert_array_equal(out[:, :3], x)
+    m = n // g
+    for i in range(n):
+        members = x[i % m::m].reshape(g, -1)  # image i's group: the same index mod n/g
+        expected = np.sqrt(members.var(axis=0) + 1e-8).mean()
+        np.testing.assert_allclose(out[i, 3], np.full((2, 2), expected), rtol=1e-5)
+
+
+def test_minibatch_std_critic_takes_the_gradient_penalty_and_sees_collapse():
+    cfg = TrainConfig(model="wgan_gp", size=16, channels=3, d_channels=4, max_channels=16, d_mbstd=4).resolve()
+    D = build_discriminator(cfg)
+    assert any(isinstance(m, MinibatchStd) for m in D.sublayers())
+    gp = losses.gradient_penalty(D, paddle.randn([4, 3, 16, 16]), paddle.randn([4, 3, 16, 16]))
+    gp.backward()
+    assert all(float(p.grad.abs().sum()) > 0 for p in D.parameters() if p.name.endswith("w_0"))
+    assert D.net[-1].weight.shape[1] == 8 + 1  # the last conv reads the widest stage and the extra channel
+    # a collapsed batch (four copies of one image) gets ~0 there, a varied one does not
+    same = paddle.expand(paddle.randn([1, 3, 16, 16]), [4, 3, 16, 16])
+    assert float(MinibatchStd(4)(same)[:, 3].max()) < 1e-3
+    assert float(MinibatchStd(4)(same + paddle.randn([4, 3, 16, 16]))[:, 3].min()) > 0.5
 
 
 def test_hinge_losses_and_r1_values():
@@ -239,7 +266,8 @@ ALL_ON = dict(augment="translation,cutout,color", augment_p=0.8, d_norm="spectra
 @pytest.mark.slow
 @pytest.mark.parametrize("model,extra", [("dcgan", ALL_ON), ("wgan_gp", dict(augment="translation,cutout,color",
                                                                              ema_decay=0.9, ema_rampup=0.05,
-                                                                             g_upsample="nearest", r1_gamma=0.1))])
+                                                                             g_upsample="nearest", r1_gamma=0.1,
+                                                                             d_mbstd=2))])
 def test_resume_is_bit_exact_with_every_option_on(tmp_path, tiny_npy, model, extra):
     common = dict(snapshot_every=100, sample_every=100, n_critic=2, **extra)
     paddle_gan_kit.train(tiny_config(tmp_path / "whole", model, tiny_npy, steps=6, **common), progress=False)
@@ -261,5 +289,7 @@ def test_bad_option_values_are_one_line():
                                  ("d_norm", "group", "spectral"), ("g_upsample", "bilinear", "transposed, nearest")):
         with pytest.raises(GanKitError, match=fragment):
             TrainConfig(**{key: value}).resolve()
+    with pytest.raises(GanKitError, match=r"d_mbstd must be >= 0 \(0 = off, else the group size"):
+        TrainConfig(d_mbstd=-1).resolve()
     with pytest.raises(GanKitError, match=r"augment_p must be in \(0, 1\]"):
         TrainConfig(augment="color", augment_p=0.0).resolve()

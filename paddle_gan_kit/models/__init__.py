@@ -18,8 +18,9 @@ def build_generator(cfg) -> Generator:
 def build_discriminator(cfg) -> Discriminator:
     """The discriminator/critic for ``cfg``: the DCGAN layout with ``cfg.d_norm`` after every
     inner conv (BatchNorm for DCGAN; layer, instance or no norm for a WGAN-GP critic), or
-    spectrally normalised convs."""
-    return init_weights(Discriminator(cfg.size, cfg.channels, cfg.d_channels, cfg.max_channels, cfg.d_norm))
+    spectrally normalised convs; a minibatch standard deviation channel when ``cfg.d_mbstd``."""
+    return init_weights(Discriminator(cfg.size, cfg.channels, cfg.d_channels, cfg.max_channels, cfg.d_norm,
+                                      cfg.d_mbstd))
 
 
 def state_arrays(model) -> dict:

@@ -11,8 +11,8 @@ import paddle
 from paddle import nn
 
 from paddle_gan_kit.config import parse_size
-from paddle_gan_kit.models.layers import (BatchNorm2D, Conv2D, Conv2DTranspose, LeakyReLU, NearestUpsample2x, ReLU,
-                                          SampleLayerNorm, SpectralConv2D, UpsampleConv2D)
+from paddle_gan_kit.models.layers import (BatchNorm2D, Conv2D, Conv2DTranspose, LeakyReLU, MinibatchStd,
+                                          NearestUpsample2x, ReLU, SampleLayerNorm, SpectralConv2D, UpsampleConv2D)
 
 
 def stage_channels(k: int, base: int, max_channels: int) -> list[int]:
@@ -115,11 +115,12 @@ class Discriminator(nn.Layer):
     the WGAN-GP critic uses ``"layer"``, ``"instance"`` or ``"none"``: the gradient penalty
     is per sample, and batch norm would mix samples (Gulrajani et al. 2017, section 4).
     ``"spectral"`` divides every conv's weight by its spectral norm instead (SNGAN, Miyato et
-    al. 2018), with no normalisation layer.
+    al. 2018), with no normalisation layer. ``mbstd_group`` > 0 adds a minibatch standard
+    deviation channel (``MinibatchStd``) before the last conv.
     """
 
     def __init__(self, size: int = 64, channels: int = 3, base_channels: int = 64,
-                 max_channels: int = 512, norm: str = "batch"):
+                 max_channels: int = 512, norm: str = "batch", mbstd_group: int = 0):
         super().__init__()
         s0, k = parse_size(size)
         self.size, self.channels = size, channels
@@ -136,7 +137,9 @@ class Discriminator(nn.Layer):
                 _norm(norm, c_out),
                 LeakyReLU(0.2),
             ]
-        layers.append(conv(widths[-1], 1, s0, 1, 0))  # (N, 1, 1, 1)
+        if mbstd_group:
+            layers.append(MinibatchStd(mbstd_group))  # (N, w + 1, s0, s0)
+        layers.append(conv(widths[-1] + (1 if mbstd_group else 0), 1, s0, 1, 0))  # (N, 1, 1, 1)
         self.net = nn.Sequential(*layers)
 
     def forward(self, x):

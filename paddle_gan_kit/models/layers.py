@@ -197,6 +197,35 @@ class NearestUpsample2x(nn.Layer):
         return x.reshape([0, c, h * 2, w * 2])
 
 
+class MinibatchStd(nn.Layer):
+    """Minibatch standard deviation (Karras et al. 2018, section 3): one extra channel holding,
+    for each group of ``group`` images, the standard deviation of every feature across the
+    group, averaged over features and positions. D sees how varied a batch is, so a generator
+    that collapses to few modes is easy to tell from the data. (N, C, H, W) -> (N, C+1, H, W).
+
+    Image i is in group i mod N/g (StyleGAN's layout), with g the largest divisor of N that is
+    at most ``group``. Built from differentiable primitives, so the gradient penalty and R1
+    can differentiate through it twice. A batch of one gets a zero channel.
+    """
+
+    def __init__(self, group: int = 4, epsilon: float = 1e-8):
+        super().__init__()
+        self.group, self.epsilon = group, epsilon
+
+    def forward(self, x):
+        n, c, h, w = x.shape
+        g = min(self.group, n)
+        while n % g:
+            g -= 1
+        m = n // g
+        y = x.reshape([g, m, c * h * w])  # image i = (i // m, i % m)
+        y = y - y.mean(axis=0, keepdim=True)  # (g, m, CHW)
+        std = paddle.sqrt((y * y).mean(axis=0) + self.epsilon)  # (m, CHW)
+        stat = std.mean(axis=1).reshape([1, m, 1, 1, 1])  # one number per group
+        stat = paddle.expand(stat, [g, m, 1, h, w]).reshape([n, 1, h, w])
+        return paddle.concat([x, stat], axis=1)  # (N, C+1, H, W)
+
+
 class SpectralConv2D(Conv2D):
     """``Conv2D`` whose weight is divided by its largest singular value (spectral normalisation,
     Miyato et al. 2018), estimated by one power iteration per training forward.
