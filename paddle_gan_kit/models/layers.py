@@ -205,7 +205,7 @@ class MinibatchStd(nn.Layer):
 
     Image i is in group i mod N/g (StyleGAN's layout), with g the largest divisor of N that is
     at most ``group``. Built from differentiable primitives, so the gradient penalty and R1
-    can differentiate through it twice. A batch of one gets a zero channel.
+    can differentiate through it twice. A batch of one gets sqrt(epsilon), about 0, there.
     """
 
     def __init__(self, group: int = 4, epsilon: float = 1e-8):
