@@ -12,6 +12,7 @@ from paddle_gan_kit.errors import GanKitError
 from paddle_gan_kit.models import build_discriminator, build_generator
 from paddle_gan_kit.models.dcgan import Discriminator, Generator
 from paddle_gan_kit.models.layers import MinibatchStd, NearestUpsample2x, SpectralConv2D, UpsampleConv2D
+from paddle_gan_kit.models.resnet import DownBlock, ResNetDiscriminator, ResNetGenerator, UpBlock, avg_pool2x
 from paddle_gan_kit.steps import AdversarialStep, recalibrate_batchnorm
 from conftest import assert_one_line_error, conv_backend, params_of, run_cli, tiny_config
 
@@ -259,6 +260,62 @@ def test_skip_generator_sums_rgb_from_every_resolution(size):
     assert not np.allclose(G(z).numpy(), before)
 
 
+# --- residual nets -----------------------------------------------------------------------------
+
+def test_avg_pool2x_equals_numpy():
+    x = np.random.default_rng(0).standard_normal((2, 3, 6, 4)).astype(np.float32)
+    expected = x.reshape(2, 3, 3, 2, 2, 2).mean(axis=(3, 5))
+    np.testing.assert_allclose(avg_pool2x(paddle.to_tensor(x)).numpy(), expected, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("size,channels", [(28, 1), (32, 3), (64, 3)])
+def test_resnet_nets_have_a_block_per_doubling_and_the_dcgan_shapes(size, channels):
+    cfg = TrainConfig(size=size, channels=channels, z_dim=8, g_channels=4, d_channels=4, max_channels=16,
+                      g_arch="resnet", d_arch="resnet", d_mbstd=2).resolve()
+    paddle.seed(7)
+    G, D = build_generator(cfg), build_discriminator(cfg)
+    _, doublings = parse_size(size)
+    assert isinstance(G, ResNetGenerator) and isinstance(D, ResNetDiscriminator)
+    assert len(G.blocks) == doublings and len(D.blocks) == doublings
+    images = G(paddle.randn([4, 8]))
+    assert images.shape == [4, channels, size, size] and float(images.abs().max()) <= 1.0
+    assert D(images).shape == [4]
+    assert D.score.weight.shape == [1, min(4 * 2 ** (doublings - 1), 16) + 1, 1, 1]  # widest stage + mbstd
+
+
+def test_resnet_blocks_add_their_shortcut():
+    """With the residual branch's last layer zeroed, a block is its shortcut alone: G's a 1x1 conv
+    then nearest upsampling, D's a 1x1 conv then 2x2 average pooling (pooling first in the first block)."""
+    paddle.seed(8)
+    x = paddle.randn([2, 4, 8, 8])
+    up = UpBlock(4, 6, "nearest")
+    last = up.main[-1]
+    last.weight.set_value(np.zeros(last.weight.shape, np.float32))
+    last.bias.set_value(np.zeros(last.bias.shape, np.float32))
+    np.testing.assert_allclose(up(x).numpy(), NearestUpsample2x()(up.shortcut(x)).numpy(), rtol=1e-6)
+    for first in (True, False):
+        down = DownBlock(4, 6, "none", first)
+        last = down.main[-2]  # the second 3x3 conv (an identity "norm" follows)
+        last.weight.set_value(np.zeros(last.weight.shape, np.float32))
+        last.bias.set_value(np.zeros(last.bias.shape, np.float32))
+        np.testing.assert_allclose(down(x).numpy(), avg_pool2x(down.shortcut(x)).numpy(), rtol=1e-5, atol=1e-6)
+        assert down(x).shape == [2, 6, 4, 4]
+
+
+@pytest.mark.parametrize("model,d_norm", [("wgan_gp", "layer"), ("wgan_gp", "spectral"), ("dcgan", "batch")])
+def test_resnet_critic_takes_the_gradient_penalty_and_r1(model, d_norm):
+    cfg = TrainConfig(model=model, size=16, channels=3, d_channels=4, max_channels=16, d_arch="resnet",
+                      d_norm=d_norm).resolve()
+    paddle.seed(9)
+    D = build_discriminator(cfg)
+    penalty = (losses.gradient_penalty(D, paddle.randn([4, 3, 16, 16]), paddle.randn([4, 3, 16, 16]))
+               + losses.r1_penalty(D, paddle.randn([4, 3, 16, 16])))
+    penalty.backward()
+    convs = [layer.weight for layer in D.sublayers() if isinstance(layer, paddle.nn.Conv2D)]
+    assert len(convs) == 2 * 3 + 1  # two 3x3 convs and a 1x1 shortcut in each of 2 blocks, and the score
+    assert all(float(w.grad.abs().sum()) > 0 for w in convs)
+
+
 ALL_ON = dict(augment="translation,cutout,color", augment_p=0.8, d_norm="spectral", loss="hinge", r1_gamma=0.5,
               ema_decay=0.9, ema_rampup=0.05, g_upsample="nearest", g_skip=True, lr_d=4e-4, lr_g=1e-4)
 
@@ -267,7 +324,10 @@ ALL_ON = dict(augment="translation,cutout,color", augment_p=0.8, d_norm="spectra
 @pytest.mark.parametrize("model,extra", [("dcgan", ALL_ON), ("wgan_gp", dict(augment="translation,cutout,color",
                                                                              ema_decay=0.9, ema_rampup=0.05,
                                                                              g_upsample="nearest", r1_gamma=0.1,
-                                                                             d_mbstd=2))])
+                                                                             d_mbstd=2)),
+                                         ("dcgan", dict(g_arch="resnet", d_arch="resnet", g_upsample="nearest",
+                                                        augment="translation,color", ema_decay=0.9, ema_rampup=0.05,
+                                                        r1_gamma=0.1, d_mbstd=2))])
 def test_resume_is_bit_exact_with_every_option_on(tmp_path, tiny_npy, model, extra):
     common = dict(snapshot_every=100, sample_every=100, n_critic=2, **extra)
     paddle_gan_kit.train(tiny_config(tmp_path / "whole", model, tiny_npy, steps=6, **common), progress=False)
@@ -289,6 +349,10 @@ def test_bad_option_values_are_one_line():
                                  ("d_norm", "group", "spectral"), ("g_upsample", "bilinear", "transposed, nearest")):
         with pytest.raises(GanKitError, match=fragment):
             TrainConfig(**{key: value}).resolve()
+    with pytest.raises(GanKitError, match="config key 'd_arch' is 'vgg'; allowed: dcgan, resnet"):
+        TrainConfig(d_arch="vgg").resolve()
+    with pytest.raises(GanKitError, match="g_skip adds skip outputs to the DCGAN generator only"):
+        TrainConfig(g_skip=True, g_arch="resnet").resolve()
     with pytest.raises(GanKitError, match=r"d_mbstd must be >= 0 \(0 = off, else the group size"):
         TrainConfig(d_mbstd=-1).resolve()
     with pytest.raises(GanKitError, match=r"augment_p must be in \(0, 1\]"):

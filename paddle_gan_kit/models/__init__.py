@@ -7,19 +7,23 @@ import numpy as np
 from paddle_gan_kit.errors import GanKitError
 from paddle_gan_kit.models.dcgan import Discriminator, Generator, SkipGenerator
 from paddle_gan_kit.models.init import count_parameters, init_weights
+from paddle_gan_kit.models.resnet import ResNetDiscriminator, ResNetGenerator
 
 
-def build_generator(cfg) -> Generator:
-    """The generator for ``cfg`` (size, channels, z_dim, widths, upsampling, skip outputs), initialised."""
-    kind = SkipGenerator if cfg.g_skip else Generator
+def build_generator(cfg):
+    """The generator for ``cfg`` (architecture, size, channels, z_dim, widths, upsampling, skip
+    outputs), initialised."""
+    kind = ResNetGenerator if cfg.g_arch == "resnet" else SkipGenerator if cfg.g_skip else Generator
     return init_weights(kind(cfg.size, cfg.channels, cfg.z_dim, cfg.g_channels, cfg.max_channels, cfg.g_upsample))
 
 
-def build_discriminator(cfg) -> Discriminator:
-    """The discriminator/critic for ``cfg``: the DCGAN layout with ``cfg.d_norm`` after every
-    inner conv (BatchNorm for DCGAN; layer, instance or no norm for a WGAN-GP critic), or
-    spectrally normalised convs; a minibatch standard deviation channel when ``cfg.d_mbstd``."""
-    return init_weights(Discriminator(cfg.size, cfg.channels, cfg.d_channels, cfg.max_channels, cfg.d_norm,
+def build_discriminator(cfg):
+    """The discriminator/critic for ``cfg``: the DCGAN layout (or ``cfg.d_arch`` "resnet"'s
+    residual blocks) with ``cfg.d_norm`` after every inner conv (BatchNorm for DCGAN; layer,
+    instance or no norm for a WGAN-GP critic), or spectrally normalised convs; a minibatch
+    standard deviation channel when ``cfg.d_mbstd``."""
+    kind = ResNetDiscriminator if cfg.d_arch == "resnet" else Discriminator
+    return init_weights(kind(cfg.size, cfg.channels, cfg.d_channels, cfg.max_channels, cfg.d_norm,
                                       cfg.d_mbstd))
 
 
@@ -42,5 +46,5 @@ def load_weights(model, state: dict, origin: str) -> None:
     model.set_state_dict({k: np.asarray(state[k]) for k in own})
 
 
-__all__ = ["Discriminator", "Generator", "SkipGenerator", "build_discriminator", "build_generator", "count_parameters",
+__all__ = ["Discriminator", "Generator", "ResNetDiscriminator", "ResNetGenerator", "SkipGenerator", "build_discriminator", "build_generator", "count_parameters",
            "init_weights", "load_weights", "state_arrays"]
