@@ -9,7 +9,7 @@ import paddle_gan_kit
 from paddle_gan_kit import augment, losses
 from paddle_gan_kit.config import TrainConfig, parse_size
 from paddle_gan_kit.errors import GanKitError
-from paddle_gan_kit.models import build_discriminator, build_generator
+from paddle_gan_kit.models import build_discriminator, build_generator, resnet
 from paddle_gan_kit.models.dcgan import Discriminator, Generator
 from paddle_gan_kit.models.layers import MinibatchStd, NearestUpsample2x, SpectralConv2D, UpsampleConv2D
 from paddle_gan_kit.models.resnet import DownBlock, ResNetDiscriminator, ResNetGenerator, UpBlock, avg_pool2x
@@ -262,6 +262,11 @@ def test_skip_generator_sums_rgb_from_every_resolution(size):
 
 # --- residual nets -----------------------------------------------------------------------------
 
+def _mean_pool(x):  # 2x2 average pooling from reshape and mean, whose double backward is plain autograd
+    n, c, h, w = x.shape
+    return x.reshape([n, c, h // 2, 2, w // 2, 2]).mean(axis=[3, 5])
+
+
 def test_avg_pool2x_equals_numpy():
     x = np.random.default_rng(0).standard_normal((2, 3, 6, 4)).astype(np.float32)
     expected = x.reshape(2, 3, 3, 2, 2, 2).mean(axis=(3, 5))
@@ -298,22 +303,32 @@ def test_resnet_blocks_add_their_shortcut():
         last = down.main[-2]  # the second 3x3 conv (an identity "norm" follows)
         last.weight.set_value(np.zeros(last.weight.shape, np.float32))
         last.bias.set_value(np.zeros(last.bias.shape, np.float32))
-        np.testing.assert_allclose(down(x).numpy(), avg_pool2x(down.shortcut(x)).numpy(), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(down(x).numpy(), _mean_pool(down.shortcut(x)).numpy(), rtol=1e-5, atol=1e-6)
         assert down(x).shape == [2, 6, 4, 4]
 
 
 @pytest.mark.parametrize("model,d_norm", [("wgan_gp", "layer"), ("wgan_gp", "spectral"), ("dcgan", "batch")])
-def test_resnet_critic_takes_the_gradient_penalty_and_r1(model, d_norm):
+def test_resnet_critic_takes_the_gradient_penalty_and_r1(model, d_norm, monkeypatch):
     cfg = TrainConfig(model=model, size=16, channels=3, d_channels=4, max_channels=16, d_arch="resnet",
                       d_norm=d_norm).resolve()
     paddle.seed(9)
     D = build_discriminator(cfg)
-    penalty = (losses.gradient_penalty(D, paddle.randn([4, 3, 16, 16]), paddle.randn([4, 3, 16, 16]))
-               + losses.r1_penalty(D, paddle.randn([4, 3, 16, 16])))
-    penalty.backward()
+    real, fake, other = (paddle.randn([4, 3, 16, 16]) for _ in range(3))
     convs = [layer.weight for layer in D.sublayers() if isinstance(layer, paddle.nn.Conv2D)]
     assert len(convs) == 2 * 3 + 1  # two 3x3 convs and a 1x1 shortcut in each of 2 blocks, and the score
-    assert all(float(w.grad.abs().sum()) > 0 for w in convs)
+    state = {k: v.numpy() for k, v in D.state_dict().items()}  # spectral norm's power iteration moves sn_u
+    grads = []
+    for pool in (resnet.avg_pool2x, _mean_pool):
+        monkeypatch.setattr(resnet, "avg_pool2x", pool)
+        D.set_state_dict(state)
+        D.clear_gradients()
+        paddle.seed(10)  # the same interpolation weights
+        penalty = losses.gradient_penalty(D, real, fake) + losses.r1_penalty(D, other)
+        penalty.backward()
+        grads.append([w.grad.numpy() for w in convs])
+    for ours, reference in zip(*grads):  # Paddle's pooling double-backward equals plain autograd's
+        assert np.abs(ours).sum() > 0
+        np.testing.assert_allclose(ours, reference, rtol=1e-4, atol=1e-6 * np.abs(reference).max())
 
 
 ALL_ON = dict(augment="translation,cutout,color", augment_p=0.8, d_norm="spectral", loss="hinge", r1_gamma=0.5,
