@@ -72,7 +72,7 @@ class TrainConfig:
     # from the low resolutions early, detail later
     g_skip: bool = False
     # "dcgan" (Radford et al. 2015) or "resnet": residual blocks at every stage (SNGAN's and
-    # WGAN-GP's CIFAR ResNets, Miyato et al. 2018); same widths, a step about 10x the DCGAN's on the CPU
+    # WGAN-GP's CIFAR ResNets, Miyato et al. 2018); same widths, a step about 6x the DCGAN's on the CPU
     g_arch: str = "dcgan"
     d_arch: str = "dcgan"
 
