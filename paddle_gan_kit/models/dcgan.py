@@ -20,7 +20,7 @@ def stage_channels(k: int, base: int, max_channels: int) -> list[int]:
     return [min(base * 2**i, max_channels) for i in range(k)]
 
 
-def _upsample_conv(c_in: int, c_out: int, upsample: str, bias: bool) -> list:
+def upsample_conv(c_in: int, c_out: int, upsample: str, bias: bool) -> list:
     """Double the side: a strided 4x4 transposed conv (DCGAN), or nearest-neighbour upsampling
     then a 3x3 conv, which avoids the transposed conv's checkerboard (Odena et al. 2016)."""
     bias_attr = None if bias else False
@@ -37,7 +37,7 @@ def _projection(z_dim: int, width: int, s0: int) -> list:
 
 def _up_block(c_in: int, c_out: int, upsample: str) -> list:
     """One inner generator stage: double the side, BatchNorm, ReLU -> (N, c_out, 2h, 2w)."""
-    return [*_upsample_conv(c_in, c_out, upsample, bias=False), nn.BatchNorm2D(c_out), ReLU()]
+    return [*upsample_conv(c_in, c_out, upsample, bias=False), nn.BatchNorm2D(c_out), ReLU()]
 
 
 class Generator(nn.Layer):
@@ -57,7 +57,7 @@ class Generator(nn.Layer):
         for c_in, c_out in zip(widths[:-1], widths[1:]):
             layers += _up_block(c_in, c_out, upsample)  # (N, c_out, 2h, 2w)
         layers += [
-            *_upsample_conv(widths[-1], channels, upsample, bias=True),  # (N, C, size, size)
+            *upsample_conv(widths[-1], channels, upsample, bias=True),  # (N, C, size, size)
             nn.Tanh(),
         ]
         self.net = nn.Sequential(*layers)
@@ -84,7 +84,7 @@ class SkipGenerator(nn.Layer):
         self.blocks = nn.LayerList([nn.Sequential(*_up_block(c_in, c_out, upsample))
                                     for c_in, c_out in zip(widths[:-1], widths[1:])])  # each doubles the side
         self.to_rgb = nn.LayerList([Conv2D(w, channels, 1) for w in widths])  # one per resolution
-        self.last = nn.Sequential(*_upsample_conv(widths[-1], channels, upsample, bias=True))  # (N, C, size, size)
+        self.last = nn.Sequential(*upsample_conv(widths[-1], channels, upsample, bias=True))  # (N, C, size, size)
         self.up = NearestUpsample2x()
 
     def forward(self, z):
@@ -96,7 +96,9 @@ class SkipGenerator(nn.Layer):
         return paddle.tanh(self.up(rgb) + self.last(x))  # (N, C, size, size)
 
 
-def _norm(kind: str, channels: int) -> nn.Layer:
+def norm_layer(kind: str, channels: int) -> nn.Layer:
+    """D's normalisation after a conv: ``kind`` as ``Discriminator``'s ``norm`` (an identity for
+    "none" and "spectral", whose normalisation is in the conv)."""
     if kind == "batch":
         return BatchNorm2D(channels)
     if kind == "layer":
@@ -134,7 +136,7 @@ class Discriminator(nn.Layer):
         for c_in, c_out in zip(widths[:-1], widths[1:]):
             layers += [
                 conv(c_in, c_out, 4, 2, 1, bias_attr=False if has_norm else None),  # halves
-                _norm(norm, c_out),
+                norm_layer(norm, c_out),
                 LeakyReLU(0.2),
             ]
         if mbstd_group:

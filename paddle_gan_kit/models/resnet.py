@@ -15,7 +15,7 @@ from paddle import nn
 from paddle.nn import functional as F
 
 from paddle_gan_kit.config import parse_size
-from paddle_gan_kit.models.dcgan import _norm, _upsample_conv, stage_channels
+from paddle_gan_kit.models.dcgan import norm_layer, stage_channels, upsample_conv
 from paddle_gan_kit.models.layers import Conv2D, Conv2DTranspose, MinibatchStd, NearestUpsample2x, ReLU, SpectralConv2D
 
 
@@ -32,7 +32,7 @@ class UpBlock(nn.Layer):
     def __init__(self, c_in: int, c_out: int, upsample: str):
         super().__init__()
         self.main = nn.Sequential(nn.BatchNorm2D(c_in), ReLU(),
-                                  *_upsample_conv(c_in, c_out, upsample, bias=False),  # (N, c_out, 2h, 2w)
+                                  *upsample_conv(c_in, c_out, upsample, bias=False),  # (N, c_out, 2h, 2w)
                                   nn.BatchNorm2D(c_out), ReLU(),
                                   Conv2D(c_out, c_out, 3, 1, 1))
         # a 1x1 conv commutes with nearest upsampling: convolve first, on 4x fewer positions
@@ -74,8 +74,8 @@ class DownBlock(nn.Layer):
         super().__init__()
         conv = SpectralConv2D if norm == "spectral" else Conv2D
         layers = [] if first else [ReLU()]
-        layers += [conv(c_in, c_out, 3, 1, 1), nn.Identity() if first else _norm(norm, c_out), ReLU(),
-                   conv(c_out, c_out, 3, 1, 1), _norm(norm, c_out)]
+        layers += [conv(c_in, c_out, 3, 1, 1), nn.Identity() if first else norm_layer(norm, c_out), ReLU(),
+                   conv(c_out, c_out, 3, 1, 1), norm_layer(norm, c_out)]
         self.main = nn.Sequential(*layers)
         self.shortcut = conv(c_in, c_out, 1)
         self.first = first
