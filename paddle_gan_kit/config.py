@@ -71,8 +71,9 @@ class TrainConfig:
     # every resolution adds its own RGB output (StyleGAN2's skip generator): colour and layout
     # from the low resolutions early, detail later
     g_skip: bool = False
-    # "dcgan" (Radford et al. 2015) or "resnet": residual blocks at every stage (SNGAN's and
-    # WGAN-GP's CIFAR ResNets, Miyato et al. 2018); same widths, a step about 6x the DCGAN's on the CPU
+    # "dcgan" (Radford et al. 2015) or "resnet": residual blocks at every stage (the CIFAR ResNets
+    # of SNGAN and WGAN-GP: Miyato et al. 2018, Gulrajani et al. 2017); same widths, a step about
+    # 6x the DCGAN's on the CPU at 32 px
     g_arch: str = "dcgan"
     d_arch: str = "dcgan"
 

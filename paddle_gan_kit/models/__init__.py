@@ -23,8 +23,7 @@ def build_discriminator(cfg):
     instance or no norm for a WGAN-GP critic), or spectrally normalised convs; a minibatch
     standard deviation channel when ``cfg.d_mbstd``."""
     kind = ResNetDiscriminator if cfg.d_arch == "resnet" else Discriminator
-    return init_weights(kind(cfg.size, cfg.channels, cfg.d_channels, cfg.max_channels, cfg.d_norm,
-                                      cfg.d_mbstd))
+    return init_weights(kind(cfg.size, cfg.channels, cfg.d_channels, cfg.max_channels, cfg.d_norm, cfg.d_mbstd))
 
 
 def state_arrays(model) -> dict:
@@ -46,5 +45,5 @@ def load_weights(model, state: dict, origin: str) -> None:
     model.set_state_dict({k: np.asarray(state[k]) for k in own})
 
 
-__all__ = ["Discriminator", "Generator", "ResNetDiscriminator", "ResNetGenerator", "SkipGenerator", "build_discriminator", "build_generator", "count_parameters",
-           "init_weights", "load_weights", "state_arrays"]
+__all__ = ["Discriminator", "Generator", "ResNetDiscriminator", "ResNetGenerator", "SkipGenerator",
+           "build_discriminator", "build_generator", "count_parameters", "init_weights", "load_weights", "state_arrays"]
