@@ -81,6 +81,10 @@ class TrainConfig:
     loss: typing.Optional[str] = None  # "nonsaturating" (DCGAN), "wasserstein" (WGAN-GP) or "hinge" (SNGAN)
     gp_weight: typing.Optional[float] = None  # gradient penalty weight lambda on interpolates; 0 = off
     r1_gamma: float = 0.0  # R1 penalty gamma/2 E|grad D(real)|^2 (Mescheder et al. 2018); 0 = off
+    # LeCam (Tseng et al. 2021): D's outputs on each side kept near moving averages of the other's
+    # (lecam_decay); 0 = off. The paper: 0.3 with hinge-loss BigGAN and DiffAugment on CIFAR
+    lecam_weight: float = 0.0
+    lecam_decay: float = 0.99
     label_smoothing: float = 0.0  # one-sided: real target 1 - this (Salimans et al. 2016: 0.1)
     # DiffAugment (Zhao et al. 2020) of everything D sees: any of "color,translation,cutout"; "" = off
     augment: str = ""
@@ -144,7 +148,8 @@ class TrainConfig:
 # VisualDL), and the data path (AI Studio mounts the same dataset under new paths).
 RESUMABLE_KEYS = frozenset(
     {"steps", "snapshot_every", "keep_snapshots", "sample_every", "log_every", "device", "out",
-     "eval_every", "eval_weights", "amp", "lr_g", "lr_d", "gp_weight", "r1_gamma", "data", "conv_backend"}
+     "eval_every", "eval_weights", "amp", "lr_g", "lr_d", "gp_weight", "r1_gamma", "lecam_weight", "data",
+     "conv_backend"}
 )
 
 _CHOICES = {
@@ -283,6 +288,9 @@ def validate(cfg: TrainConfig) -> None:
         raise GanKitError(f"gp_weight must be >= 0, got {cfg.gp_weight}")
     if cfg.r1_gamma < 0 or cfg.ema_rampup < 0:
         raise GanKitError(f"r1_gamma and ema_rampup must be >= 0, got {cfg.r1_gamma} and {cfg.ema_rampup}")
+    if cfg.lecam_weight < 0 or not 0.0 <= cfg.lecam_decay < 1.0:
+        raise GanKitError(f"lecam_weight must be >= 0 and lecam_decay in [0, 1), got {cfg.lecam_weight} and "
+                          f"{cfg.lecam_decay}")
     bad = augment.unknown(cfg.augment)
     if bad:
         raise GanKitError(f"unknown augmentation {bad[0]!r} in augment; use any of {','.join(augment.AUGMENTS)} "

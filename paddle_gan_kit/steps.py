@@ -3,7 +3,7 @@ one generator update does with them.
 
 One class serves every objective, because DCGAN and WGAN-GP differ only in parts it composes:
 the loss (``losses.LOSSES[cfg.loss]``), the penalties on D (``losses.REGULARISERS`` with a
-weight above zero) and the number of D updates per G update. A new loss or penalty is a function
+weight above zero, and ``losses.LeCam``) and the number of D updates per G update. A new loss or penalty is a function
 and a registry entry in ``losses.py``; the step and the training loop stay as they are.
 """
 from __future__ import annotations
@@ -80,6 +80,10 @@ class AdversarialStep:
         self.regularisers = [(name, reg) for name, reg in losses.REGULARISERS.items()
                              if getattr(cfg, reg.weight_key) > 0]
         self.batches_per_step = cfg.n_critic
+        self.world_size = world_size
+        self.lecam = None
+        if cfg.lecam_weight > 0:
+            self.lecam = losses.LeCam(cfg.lecam_decay, reduce=self._mean_over_ranks if world_size > 1 else None)
         self.augment = DiffAugment(cfg.augment, cfg.augment_p)
         self.updates = 0  # generator updates so far (the EMA's ramp-up counts them)
         # weights are seeded by cfg.seed, identical on every rank
@@ -101,7 +105,6 @@ class AdversarialStep:
         self._restored_optimizer_state = {}  # see _optimizer_state
         # float16 needs loss scaling (one scaler per optimizer); bfloat16 has float32's range
         self.scalers = {"g": paddle.amp.GradScaler(), "d": paddle.amp.GradScaler()} if cfg.amp == "float16" else None
-        self.world_size = world_size
         if world_size > 1:
             self.G, self.D = paddle.DataParallel(self.generator), paddle.DataParallel(self.discriminator)
         else:
@@ -155,6 +158,9 @@ class AdversarialStep:
                 loss_scale = self.scalers["d"].scale(paddle.ones([])) if self.scalers else None
                 terms[name] = reg.term(self._d, real, fake, loss_scale=loss_scale)
                 loss_d = loss_d + getattr(cfg, reg.weight_key) * terms[name]
+            if self.lecam is not None:
+                terms["lecam"] = self.lecam.term(d_real, d_fake)
+                loss_d = loss_d + cfg.lecam_weight * terms["lecam"]
             self._update(self.opt_d, loss_d, "d")
         fake = fake if reuse else self._g(self.noise(cfg.batch_size))
         loss_g = self._generator_update(fake)
@@ -211,6 +217,14 @@ class AdversarialStep:
             p.stop_gradient = False
         return loss
 
+    def _mean_over_ranks(self, values):
+        """The mean of ``values`` over the ranks (every rank gets it)."""
+        import paddle.distributed as dist
+
+        total = values.clone()
+        dist.all_reduce(total)
+        return total / self.world_size
+
     def _broadcast_buffers(self) -> None:
         """Copy rank 0's BatchNorm running statistics to every rank (as PyTorch DDP does).
 
@@ -258,6 +272,7 @@ class AdversarialStep:
             "opt_g": self._optimizer_state("opt_g", self.opt_g, self.generator),
             "opt_d": self._optimizer_state("opt_d", self.opt_d, self.discriminator),
             "amp_scalers": {k: s.state_dict() for k, s in self.scalers.items()} if self.scalers else None,
+            "lecam": self.lecam.state_dict() if self.lecam is not None else None,
         }
 
     def _optimizer_state(self, name: str, optimizer, model) -> dict:
@@ -284,6 +299,8 @@ class AdversarialStep:
             self._calibrated_at = None
         self.opt_g.set_state_dict(restore_optimizer_state(payload["opt_g"], self.generator))
         self.opt_d.set_state_dict(restore_optimizer_state(payload["opt_d"], self.discriminator))
+        if self.lecam is not None and payload.get("lecam"):  # a run that turns LeCam on starts it afresh
+            self.lecam.set_state_dict(payload["lecam"])
         if self.scalers and payload.get("amp_scalers"):
             for key, scaler in self.scalers.items():
                 scaler.load_state_dict(payload["amp_scalers"][key])

@@ -153,6 +153,43 @@ def test_hinge_losses_and_r1_values():
     assert float(losses.r1_penalty(Quadratic(), x)) == pytest.approx(expected, rel=1e-5)
 
 
+def test_lecam_term_equals_numpy_with_bias_corrected_averages_and_its_gradient():
+    rng = np.random.default_rng(0)
+    lecam, sums = losses.LeCam(decay=0.9), np.zeros(2)
+    assert lecam.anchors() is None
+    for t in range(1, 4):
+        real = rng.normal(size=8).astype(np.float32)
+        fake = rng.normal(size=8).astype(np.float32) - 1.0
+        real_t, fake_t = paddle.to_tensor(real, stop_gradient=False), paddle.to_tensor(fake, stop_gradient=False)
+        value = lecam.term(real_t, fake_t)
+        value.backward()
+        sums = 0.9 * sums + 0.1 * np.array([real.mean(), fake.mean()])
+        a_real, a_fake = sums / (1 - 0.9 ** t)  # TensorFlow's zero_debias, as the reference code
+        assert lecam.anchors() == pytest.approx((a_real, a_fake), rel=1e-5)
+        above, below = np.maximum(real - a_fake, 0), np.maximum(a_real - fake, 0)
+        assert float(value) == pytest.approx(np.mean(above ** 2) + np.mean(below ** 2), rel=1e-5)
+        assert above.any() and below.any()  # both sides of the term are exercised
+        # the averages are constants of the step: only D's outputs get a gradient
+        np.testing.assert_allclose(real_t.grad.numpy(), 2 * above / 8, rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(fake_t.grad.numpy(), -2 * below / 8, rtol=1e-5, atol=1e-7)
+    state = lecam.state_dict()
+    again = losses.LeCam(decay=0.9)
+    again.set_state_dict(state)
+    assert again.count == 3 and again.anchors() == lecam.anchors()
+
+
+def test_lecam_trains_logs_and_keeps_its_state_in_the_snapshot(tmp_path, tiny_npy):
+    paddle_gan_kit.train(tiny_config(tmp_path / "on", "dcgan", tiny_npy, steps=4, lecam_weight=0.3, snapshot_every=4,
+                                     log_every=1), progress=False)
+    payload = params_of(str(tmp_path / "on"), 4)
+    assert payload["lecam"]["count"] == 4 and payload["lecam"]["sums"].shape == (2,)
+    assert np.isfinite(payload["lecam"]["sums"]).all()
+    assert [row["step"] for row in payload["history"]] == [1, 2, 3, 4]  # logged every step
+    assert all(np.isfinite(row["lecam"]) and row["lecam"] >= 0 for row in payload["history"])
+    paddle_gan_kit.train(tiny_config(tmp_path / "off", "dcgan", tiny_npy, steps=2, snapshot_every=2), progress=False)
+    assert params_of(str(tmp_path / "off"), 2)["lecam"] is None
+
+
 # --- EMA ------------------------------------------------------------------------------------------
 
 def test_ema_rampup_starts_fast_and_reaches_the_decay():
@@ -332,7 +369,8 @@ def test_resnet_critic_takes_the_gradient_penalty_and_r1(model, d_norm, monkeypa
 
 
 ALL_ON = dict(augment="translation,cutout,color", augment_p=0.8, d_norm="spectral", loss="hinge", r1_gamma=0.5,
-              ema_decay=0.9, ema_rampup=0.05, g_upsample="nearest", g_skip=True, lr_d=4e-4, lr_g=1e-4)
+              ema_decay=0.9, ema_rampup=0.05, g_upsample="nearest", g_skip=True, lr_d=4e-4, lr_g=1e-4,
+              lecam_weight=0.3)
 
 
 @pytest.mark.slow
@@ -350,7 +388,9 @@ def test_resume_is_bit_exact_with_every_option_on(tmp_path, tiny_npy, model, ext
     paddle_gan_kit.train(tiny_config(tmp_path / "half", model, tiny_npy, steps=6, **common), resume=True,
                          progress=False)
     a, b = params_of(str(tmp_path / "whole"), 6), params_of(str(tmp_path / "half"), 6)
-    for part in ("generator", "discriminator", "generator_ema", "opt_g", "opt_d"):
+    parts = ["generator", "discriminator", "generator_ema", "opt_g", "opt_d"] + (["lecam"] if "lecam_weight" in extra
+                                                                                 else [])
+    for part in parts:
         assert a[part].keys() == b[part].keys()
         for key, value in a[part].items():
             if isinstance(value, np.ndarray):
@@ -366,6 +406,10 @@ def test_bad_option_values_are_one_line():
             TrainConfig(**{key: value}).resolve()
     with pytest.raises(GanKitError, match="config key 'd_arch' is 'vgg'; allowed: dcgan, resnet"):
         TrainConfig(d_arch="vgg").resolve()
+    with pytest.raises(GanKitError, match=r"lecam_weight must be >= 0 and lecam_decay in \[0, 1\), got -1.0"):
+        TrainConfig(lecam_weight=-1.0).resolve()
+    with pytest.raises(GanKitError, match=r"lecam_decay in \[0, 1\), got 0.3 and 1.0"):
+        TrainConfig(lecam_weight=0.3, lecam_decay=1.0).resolve()
     with pytest.raises(GanKitError, match="g_skip adds skip outputs to the DCGAN generator only"):
         TrainConfig(g_skip=True, g_arch="resnet").resolve()
     with pytest.raises(GanKitError, match=r"d_mbstd must be >= 0 \(0 = off, else the group size"):
