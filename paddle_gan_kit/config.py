@@ -81,10 +81,10 @@ class TrainConfig:
     loss: typing.Optional[str] = None  # "nonsaturating" (DCGAN), "wasserstein" (WGAN-GP) or "hinge" (SNGAN)
     gp_weight: typing.Optional[float] = None  # gradient penalty weight lambda on interpolates; 0 = off
     r1_gamma: float = 0.0  # R1 penalty gamma/2 E|grad D(real)|^2 (Mescheder et al. 2018); 0 = off
-    # LeCam (Tseng et al. 2021): D's outputs on each side kept near moving averages of the other's
-    # (lecam_decay); 0 = off. The paper: 0.3 with hinge-loss BigGAN and DiffAugment on CIFAR
+    # LeCam (Tseng et al. 2021): D's outputs on each side kept near moving averages of the other
+    # side's; 0 = off (the paper: 0.3 with hinge-loss BigGAN and DiffAugment on CIFAR)
     lecam_weight: float = 0.0
-    lecam_decay: float = 0.99
+    lecam_decay: float = 0.99  # decay of those averages per D update (the reference code's 0.99)
     label_smoothing: float = 0.0  # one-sided: real target 1 - this (Salimans et al. 2016: 0.1)
     # DiffAugment (Zhao et al. 2020) of everything D sees: any of "color,translation,cutout"; "" = off
     augment: str = ""
