@@ -58,8 +58,8 @@ def test_generator_and_critic_equal_paddles_at_every_size(onednn, size, channels
         assert len(ours) == len(reference) > 3
         # Known and not understood: on an Intel Xeon with AVX-512 (and AMX) the 256 px grayscale
         # generator's gradients (not its output) come out up to 3e-3 relative from Paddle's and from
-        # a float64 reference, although each of its layers alone agrees to 5e-6 there; AMD EPYC
-        # machines meet 1e-5. Bounded here so that a real fault still fails.
+        # a float64 reference, although each of its layers alone agrees to 5e-6 there; the AMD EPYC
+        # (AVX2) machines of earlier sessions met 1e-5. Bounded here so a real fault still fails.
         loose = type(net).__name__ == "Generator" and (size, channels) == (256, 1) and _avx512()
         # a gradient far smaller than the net's largest is a sum that nearly cancels, whose last
         # float32 bits depend on the summation order (the thread count): it is compared at 1e-2 of
