@@ -210,8 +210,10 @@ class LeCam:
         return real, fake
 
     def state_dict(self) -> dict:
+        """The averages' state as numpy and plain values, for snapshots."""
         return {"sums": None if self.sums is None else self.sums.numpy(), "count": self.count}
 
     def set_state_dict(self, state: dict) -> None:
+        """Restore what :meth:`state_dict` gave."""
         self.sums = None if state["sums"] is None else paddle.to_tensor(state["sums"])
         self.count = int(state["count"])

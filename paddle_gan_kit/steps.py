@@ -3,8 +3,9 @@ one generator update does with them.
 
 One class serves every objective, because DCGAN and WGAN-GP differ only in parts it composes:
 the loss (``losses.LOSSES[cfg.loss]``), the penalties on D (``losses.REGULARISERS`` with a
-weight above zero, and ``losses.LeCam``) and the number of D updates per G update. A new loss or penalty is a function
-and a registry entry in ``losses.py``; the step and the training loop stay as they are.
+weight above zero, and ``losses.LeCam``) and the number of D updates per G update. A new loss or
+penalty is a function and a registry entry in ``losses.py``; the step and the training loop stay
+as they are.
 """
 from __future__ import annotations
 
