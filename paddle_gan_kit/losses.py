@@ -197,7 +197,7 @@ class LeCam:
         previous = self.sums * self.decay if self.sums is not None else 0.0
         self.sums = previous + means * (1.0 - self.decay)
         self.count += 1
-        anchors = self.sums / (1.0 - self.decay ** self.count)
+        anchors = self._corrected()
         above = F.relu(real_out - anchors[1])  # real outputs above the fake average
         below = F.relu(anchors[0] - fake_out)  # fake outputs below the real average
         return paddle.mean(above * above) + paddle.mean(below * below)
@@ -206,8 +206,12 @@ class LeCam:
         """The bias-corrected averages (a_real, a_fake) as floats; None before the first update."""
         if self.sums is None:
             return None
-        real, fake = (self.sums / (1.0 - self.decay ** self.count)).numpy().tolist()
+        real, fake = self._corrected().numpy().tolist()
         return real, fake
+
+    def _corrected(self):
+        """The decayed sums divided by ``1 - decay^count``: (a_real, a_fake) as a (2,) tensor."""
+        return self.sums / (1.0 - self.decay ** self.count)
 
     def state_dict(self) -> dict:
         """The averages' state as numpy and plain values, for snapshots."""
