@@ -2,6 +2,8 @@
 the gradient penalty's double backward through them, a full training step, and the fallback
 when they cannot be built."""
 import os
+import subprocess
+import sys
 
 import numpy as np
 import paddle
@@ -153,7 +155,7 @@ def test_layer_norm_and_its_second_derivatives_equal_paddles(onednn, shape):
 
 
 _ONE_POOL = """
-import os, sys
+import os
 import numpy as np, paddle
 import paddle_gan_kit
 from paddle_gan_kit import fastconv
@@ -171,12 +173,10 @@ with fastconv.using("onednn"):
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="counts threads in /proc")
 def test_the_operators_loops_share_onednns_threads(onednn):
-    """The operators' OpenMP loops (layer norm, activations' helpers) run on the OpenMP runtime
-    the wheel's oneDNN uses: no second pool of threads, whose idle workers spun beside oneDNN's
-    on the same cores and made a WGAN-GP-64 step 15% slower. A fresh process, 2 threads."""
-    import subprocess
-    import sys
-
+    """The operators' OpenMP loops (the layer norm and the channel scale and shift) run on the
+    OpenMP runtime the wheel's oneDNN uses: no second pool of threads, whose idle workers spun
+    beside oneDNN's on the same cores and made a WGAN-GP-64 step 6-16% slower. A fresh process,
+    2 threads."""
     env = {**os.environ, "OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}
     result = subprocess.run([sys.executable, "-c", _ONE_POOL], capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]

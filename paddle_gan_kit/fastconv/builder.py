@@ -152,7 +152,7 @@ def openmp_link_flag(libs: str) -> str:
     """Link the operators' own OpenMP loops to the runtime the wheel's oneDNN and Paddle use
     (Intel's ``libiomp5``, which serves GCC's ``GOMP_*`` entry points), so that one pool of
     threads runs everything. With GCC's ``-fopenmp`` they got a second runtime, libgomp, whose
-    idle threads spun beside oneDNN's on the same cores: a WGAN-GP-64 step took 15% longer.
+    idle threads spun beside oneDNN's on the same cores: a WGAN-GP-64 step took 6-16% longer.
     Wheels without ``libiomp5`` keep ``-fopenmp``."""
     return "-l:libiomp5.so" if os.path.isfile(os.path.join(libs, "libiomp5.so")) else "-fopenmp"
 
@@ -181,8 +181,9 @@ def build(progress=None):
             write_text_atomic(os.path.join(overlay, "oneapi", "dnnl", "dnnl_config.h"),
                               config_header(include, version))
             setup_py = os.path.join(folder, "setup.py")
+            libs = paddle_libs()
             write_text_atomic(setup_py, _SETUP.format(name=name, source=SOURCE, includes=[overlay, include],
-                                                      libs=paddle_libs(), openmp=openmp_link_flag(paddle_libs())))
+                                                      libs=libs, openmp=openmp_link_flag(libs)))
             result = subprocess.run([sys.executable, setup_py, "install", "--install-lib", os.path.join(folder, "lib")],
                                     cwd=folder, capture_output=True, text=True)
             if result.returncode != 0 or not os.path.isfile(module_init):
