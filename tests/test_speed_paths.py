@@ -1,4 +1,7 @@
-"""The optional speed paths: float16 loss scaling of the gradient penalty and the --amp flow."""
+"""The optional speed paths: float16 loss scaling of the gradient penalty and the --amp flow, and
+the speed benchmark's recipes."""
+import glob
+import importlib.util
 import os
 
 import numpy as np
@@ -63,3 +66,24 @@ def test_amp_flow_runs_and_resumes_where_autocast_is_a_no_op(tmp_path, tiny_npy,
     for part in ("generator", "discriminator"):
         for key, value in a[part].items():
             np.testing.assert_array_equal(value, b[part][key], err_msg=f"{part}.{key}")
+
+
+def test_the_speed_benchmark_runs_each_recipe_with_its_whole_step():
+    """benchmarks/bench_train.py times every configs/ recipe with all the keys that change what
+    a step computes (augmentation, objective and penalties as well as the nets); it once dropped
+    ``augment``, so the quick start was timed without its DiffAugment."""
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    spec = importlib.util.spec_from_file_location("bench_train", os.path.join(repo, "benchmarks", "bench_train.py"))
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    # keys that choose data, outputs, schedule or learning rates, not the work of a step
+    not_step = {"data", "out", "steps", "snapshot_every", "keep_snapshots", "sample_every", "n_samples",
+                "log_every", "eval_every", "eval_n", "lr_g", "lr_d", "seed", "fit", "gems_count"}
+    shapes = bench.recipes()
+    paths = sorted(glob.glob(os.path.join(repo, "configs", "*.yaml")))
+    assert len(shapes) == len(paths) >= 10
+    for path in paths:
+        name = os.path.splitext(os.path.basename(path))[0]
+        values = bench.load_yaml(path)
+        assert set(values) - not_step <= set(shapes[name]), name
+    assert shapes["quickstart_cpu"]["augment"] == "translation,color"
