@@ -1,7 +1,8 @@
 """The same DCGAN / WGAN-GP training steps in PyTorch eager, as a speed baseline (not a test).
 
 Mirrors paddle_gan_kit's nets (models/dcgan.py: widths base*2^i capped at 512, BatchNorm in the
-DCGAN discriminator, per-sample layer norm in the critic) and steps (trainer.py), so that
+DCGAN discriminator, per-sample layer norm in the critic) and steps (trainer.py; with
+``--augment``, DiffAugment before every D call as Zhao et al.'s PyTorch code writes it), so that
 ``bench_train.py`` and this script print comparable JSON lines in one session:
 
     pip install torch==2.13.0        # not a dependency of the project
@@ -71,8 +72,50 @@ def discriminator(size, base=64, norm="batch", channels=3):
     return nn.Sequential(*layers)
 
 
-def bench(model, size, batch, steps, critic_norm, base=64, channels=3, upsample="transposed", ema=False):
+def color(x):
+    """DiffAugment's colour transform as Zhao et al.'s PyTorch code writes it: brightness,
+    saturation (colour images) and contrast, one random factor per image."""
+    n = x.shape[0]
+    x = x + (torch.rand(n, 1, 1, 1) - 0.5)
+    if x.shape[1] > 1:
+        mean = x.mean(dim=1, keepdim=True)
+        x = (x - mean) * (torch.rand(n, 1, 1, 1) * 2) + mean
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    return (x - mean) * (torch.rand(n, 1, 1, 1) + 0.5) + mean
+
+
+def translation(x, ratio=0.125):
+    """DiffAugment's translation as their PyTorch code writes it: zero-pad by one, then gather
+    every pixel from its shifted, clamped position."""
+    n, _, h, w = x.shape
+    sh, sw = int(h * ratio + 0.5), int(w * ratio + 0.5)
+    ty = torch.randint(-sh, sh + 1, (n, 1, 1))
+    tx = torch.randint(-sw, sw + 1, (n, 1, 1))
+    gb, gy, gx = torch.meshgrid(torch.arange(n), torch.arange(h), torch.arange(w), indexing="ij")
+    gy = torch.clamp(gy + ty + 1, 0, h + 1)
+    gx = torch.clamp(gx + tx + 1, 0, w + 1)
+    padded = nn.functional.pad(x, [1, 1, 1, 1])
+    return padded.permute(0, 2, 3, 1).contiguous()[gb, gy, gx].permute(0, 3, 1, 2)
+
+
+AUGMENTS = {"color": color, "translation": translation}
+
+
+def augmenter(names):
+    """The transforms in ``names`` ("translation,color"), applied in paddle_gan_kit's order."""
+    chosen = [AUGMENTS[name] for name in AUGMENTS if name in (names or "").split(",")]
+
+    def augment(x):
+        for transform in chosen:
+            x = transform(x)
+        return x
+    return augment
+
+
+def bench(model, size, batch, steps, critic_norm, base=64, channels=3, upsample="transposed", ema=False,
+          augment_names=""):
     torch.manual_seed(0)
+    aug = augmenter(augment_names)
     G = generator(size, base=base, channels=channels, upsample=upsample)
     G_ema = [p.detach().clone() for p in G.parameters()] if ema else []
     D = discriminator(size, base=base, norm="batch" if model == "dcgan" else critic_norm, channels=channels)
@@ -88,22 +131,22 @@ def bench(model, size, batch, steps, critic_norm, base=64, channels=3, upsample=
             z = torch.randn(batch, 100, 1, 1)
             if model == "dcgan":
                 fake = G(z)
-                loss_d = bce(D(real), torch.ones(batch)) + bce(D(fake.detach()), torch.zeros(batch))
+                loss_d = bce(D(aug(real)), torch.ones(batch)) + bce(D(aug(fake.detach())), torch.zeros(batch))
             else:
                 with torch.no_grad():
                     fake = G(z)
                 eps = torch.rand(batch, 1, 1, 1)
                 x_hat = (eps * real + (1 - eps) * fake).requires_grad_(True)
-                (grad,) = torch.autograd.grad(D(x_hat).sum(), x_hat, create_graph=True)
+                (grad,) = torch.autograd.grad(D(aug(x_hat)).sum(), x_hat, create_graph=True)
                 gp = ((grad.flatten(1).norm(dim=1) - 1) ** 2).mean()
-                loss_d = D(fake).mean() - D(real).mean() + 10 * gp
+                loss_d = D(aug(fake)).mean() - D(aug(real)).mean() + 10 * gp
             opt_d.zero_grad(set_to_none=True)
             loss_d.backward()
             opt_d.step()
         for p in D.parameters():
             p.requires_grad_(False)
         fake = G(torch.randn(batch, 100, 1, 1)) if model != "dcgan" else fake
-        loss_g = bce(D(fake), torch.ones(batch)) if model == "dcgan" else -D(fake).mean()
+        loss_g = bce(D(aug(fake)), torch.ones(batch)) if model == "dcgan" else -D(aug(fake)).mean()
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         opt_g.step()
@@ -121,10 +164,21 @@ def bench(model, size, batch, steps, critic_norm, base=64, channels=3, upsample=
         step()
         times.append(time.perf_counter() - start)
     s = statistics.median(times)
+    G.eval()  # sampling: eval mode, no gradients, one batch, as bench_train.py times it
+    z = torch.randn(batch, 100, 1, 1)
+    with torch.no_grad():
+        G(z)
+        sample_times = []
+        for _ in range(5):
+            start = time.perf_counter()
+            G(z)
+            sample_times.append(time.perf_counter() - start)
     return {"framework": f"torch {torch.__version__}", "model": model, "size": size, "batch_size": batch,
-            "widths": base, "channels": channels, "g_upsample": upsample, "ema": ema, "n_critic": n_critic, "d_norm": "batch" if model == "dcgan" else critic_norm,
+            "widths": base, "channels": channels, "g_upsample": upsample, "ema": ema, "augment": augment_names,
+            "n_critic": n_critic, "d_norm": "batch" if model == "dcgan" else critic_norm,
             "threads": torch.get_num_threads(), "step_s_median": round(s, 4),
-            "train_images_per_s": round(batch * n_critic / s, 2)}
+            "train_images_per_s": round(batch * n_critic / s, 2),
+            "sample_images_per_s": round(batch / statistics.median(sample_times), 1)}
 
 
 def main():
@@ -138,10 +192,11 @@ def main():
     parser.add_argument("--channels", type=int, default=3, choices=[1, 3])
     parser.add_argument("--g-upsample", default="transposed", choices=["transposed", "nearest"])
     parser.add_argument("--ema", action="store_true", help="keep an EMA of G's weights (ema_decay)")
+    parser.add_argument("--augment", default="", help="DiffAugment before D: any of translation,color")
     args = parser.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", os.cpu_count() or 1)))
     print(json.dumps(bench(args.model, args.size, args.batch_size, args.steps, args.d_norm, args.widths,
-                           args.channels, args.g_upsample, args.ema)), flush=True)
+                           args.channels, args.g_upsample, args.ema, args.augment)), flush=True)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 Prints one JSON line per recipe in configs/ (or per ``--model``/``--size`` case): the median
 seconds per generator step over ``--steps`` timed steps after warm-up, training images/s (real
 images consumed by D/critic updates per second), generator sampling images/s (eval mode, no
-gradients) and latent-walk frames/s (generation plus GIF encoding of a 4-key x 8-frame walk).
+gradients, median of 5 batches) and latent-walk frames/s (generation plus GIF encoding of a 4-key x 8-frame walk).
 Data are random uint8 images, so only compute is measured. It runs on the GPU when Paddle has
 one (the device is in each line) and on the CPU otherwise.
 
@@ -86,9 +86,12 @@ def bench(name: str, values: dict, steps: int, warmup: int) -> dict:
         z = paddle.randn([cfg.batch_size, cfg.z_dim])
         with paddle.no_grad():
             generator(z).numpy()
-            start = time.perf_counter()
-            generator(z).numpy()
-            sample_s = time.perf_counter() - start
+            sample_times = []
+            for _ in range(5):
+                start = time.perf_counter()
+                generator(z).numpy()
+                sample_times.append(time.perf_counter() - start)
+            sample_s = statistics.median(sample_times)
         walk = walk_latents(cfg.z_dim, cfg.z_dist, keys=4, frames=8)[:, 0]  # (32, z_dim)
         generate_images(generator, walk[:4], cfg.batch_size)  # warm-up
         start = time.perf_counter()
