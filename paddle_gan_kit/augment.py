@@ -21,22 +21,37 @@ CUTOUT_RATIO = 0.5
 
 
 def color(x):
-    """Random brightness, saturation (colour images only) and contrast per image; x (N, C, H, W)."""
-    n, c = x.shape[0], x.shape[1]
-    x = x + (paddle.rand([n, 1, 1, 1]) - 0.5)
+    """Random brightness, saturation (colour images only) and contrast per image; x (N, C, H, W).
+
+    Zhao et al. apply them in turn: x + b, then (x - mean over channels) * s + that mean, then
+    (x - mean over everything) * k + that mean. Saturation keeps the overall mean, so the three
+    fold into one map, k s x + k (1 - s) mean_c(x) + (1 - k) mean(x) + b, computed here as one
+    batched (C, C) matrix product per image plus an outer product for the constant: Paddle's CPU
+    kernels for (N, 1, 1, 1) broadcasts and their gradients, which the step-by-step form needs,
+    made it 8-10x slower (forward and backward, 32 px, batch 32). Same draws, same order."""
+    n, c, h, w = x.shape
+    brightness = paddle.rand([n, 1, 1]) - 0.5
+    saturation = paddle.rand([n, 1, 1]) * 2.0 if c > 1 else None
+    contrast = paddle.rand([n, 1, 1]) + 0.5
+    flat = x.reshape([n, c, h * w])
+    channel_means = paddle.matmul(flat, paddle.full([h * w, 1], 1.0 / (h * w)))  # (N, C, 1)
+    mean = paddle.matmul(paddle.full([1, c], 1.0 / c), channel_means)  # (N, 1, 1)
     if c > 1:
-        mean = x.mean(axis=1, keepdim=True)
-        x = (x - mean) * (paddle.rand([n, 1, 1, 1]) * 2.0) + mean
-    mean = x.mean(axis=[1, 2, 3], keepdim=True)
-    return (x - mean) * (paddle.rand([n, 1, 1, 1]) + 0.5) + mean
+        mix = contrast * saturation * paddle.eye(c) + contrast * (1.0 - saturation) / c  # (N, C, C)
+    else:
+        mix = contrast
+    constant = ((1.0 - contrast) * mean + brightness).expand([n, c, 1])
+    out = paddle.matmul(mix, flat) + paddle.matmul(constant, paddle.ones([1, h * w]))
+    return out.reshape([n, c, h, w])
 
 
 def _shift_matrices(n: int, size: int, max_shift: int):
-    """(n, 1, size, size) 0/1 matrices S with (S @ v)[i] = v[i - shift], zero where that is outside."""
-    shifts = paddle.randint(-max_shift, max_shift + 1, [n, 1, 1, 1]).astype("float32")
-    rows = paddle.arange(size, dtype="float32").reshape([1, 1, size, 1])
-    cols = paddle.arange(size, dtype="float32").reshape([1, 1, 1, size])
-    return (rows - cols == shifts).astype("float32")
+    """(n, 1, size, size) 0/1 matrices S with (S @ v)[i] = v[i - shift], zero where that is outside.
+    Row i is one-hot at column i - shift, built padded by max_shift on both sides and cropped."""
+    shifts = paddle.randint(-max_shift, max_shift + 1, [n, 1])
+    columns = paddle.arange(size).reshape([1, size]) - shifts + max_shift  # in [0, size + 2 max_shift)
+    padded = paddle.nn.functional.one_hot(columns, size + 2 * max_shift)  # (n, size, size + 2 max_shift)
+    return padded[:, :, max_shift:max_shift + size].unsqueeze(1)
 
 
 def translation(x):
@@ -49,15 +64,19 @@ def translation(x):
 
 
 def cutout(x):
-    """Zero a random square of half the side in each image (it may be partly outside); x (N, C, H, W)."""
-    n, _, h, w = x.shape
+    """Zero a random square of half the side in each image (it may be partly outside); x (N, C, H, W).
+    The square is the outer product of a row and a column indicator, and the mask is expanded to
+    x's shape before the product: Paddle's CPU broadcasting made the direct form 3x slower."""
+    n, c, h, w = x.shape
     ch, cw = int(h * CUTOUT_RATIO + 0.5), int(w * CUTOUT_RATIO + 0.5)
     top = paddle.randint(0, h + (1 - ch % 2), [n, 1, 1, 1]).astype("float32") - ch // 2
     left = paddle.randint(0, w + (1 - cw % 2), [n, 1, 1, 1]).astype("float32") - cw // 2
     ys = paddle.arange(h, dtype="float32").reshape([1, 1, h, 1])
     xs = paddle.arange(w, dtype="float32").reshape([1, 1, 1, w])
-    inside = (ys >= top) & (ys < top + ch) & (xs >= left) & (xs < left + cw)  # (N, 1, H, W)
-    return x * (1.0 - inside.astype("float32"))
+    in_rows = ((ys >= top) & (ys < top + ch)).astype("float32")  # (N, 1, H, 1)
+    in_cols = ((xs >= left) & (xs < left + cw)).astype("float32")  # (N, 1, 1, W)
+    keep = 1.0 - paddle.matmul(in_rows, in_cols)  # (N, 1, H, W)
+    return x * keep.expand([n, c, h, w])
 
 
 # The one registry: name -> transform of (N, C, H, W) float32 images. Applied in this order.
@@ -92,6 +111,6 @@ class DiffAugment:
         for name in self.names:
             out = AUGMENTS[name](out)
         if self.p < 1.0:
-            keep = (paddle.rand([x.shape[0], 1, 1, 1]) < self.p).astype(x.dtype)
+            keep = (paddle.rand([x.shape[0], 1, 1, 1]) < self.p).astype(x.dtype).expand(x.shape)
             out = keep * out + (1.0 - keep) * x
         return out

@@ -42,6 +42,47 @@ def test_cutout_zeroes_one_square_and_color_keeps_shapes():
         assert augment.color(paddle.rand([2, channels, 8, 8])).shape == [2, channels, 8, 8]
 
 
+@pytest.mark.parametrize("channels", [1, 3])
+def test_color_equals_brightness_then_saturation_then_contrast(channels):
+    """The folded one-map colour transform equals Zhao et al.'s three steps in turn, for the same
+    draws (same seed), and so do its input gradients."""
+    def stepwise(x):
+        n = x.shape[0]
+        x = x + (paddle.rand([n, 1, 1, 1]) - 0.5)
+        if channels > 1:
+            mean = x.mean(axis=1, keepdim=True)
+            x = (x - mean) * (paddle.rand([n, 1, 1, 1]) * 2.0) + mean
+        mean = x.mean(axis=[1, 2, 3], keepdim=True)
+        return (x - mean) * (paddle.rand([n, 1, 1, 1]) + 0.5) + mean
+
+    x0 = paddle.to_tensor(np.random.default_rng(4).normal(size=(5, channels, 8, 12)).astype(np.float32))
+    results = []
+    for transform in (augment.color, stepwise):
+        x = x0.clone()
+        x.stop_gradient = False
+        paddle.seed(5)
+        out = transform(x)
+        (out * out * paddle.arange(out.size, dtype="float32").reshape(out.shape) / out.size).sum().backward()
+        results.append((out.numpy(), x.grad.numpy()))
+    (out, grad), (want, want_grad) = results
+    assert float(np.abs(want).max()) > 0.5
+    np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(grad, want_grad, rtol=1e-5, atol=1e-5)
+
+
+def test_translation_matrices_shift_within_the_drawn_range():
+    paddle.seed(6)
+    matrices = augment._shift_matrices(40, 10, 2).numpy()[:, 0]  # (40, 10, 10)
+    shifts = set()
+    for m in matrices:
+        rows, cols = np.nonzero(m)
+        assert set(np.unique(m)) <= {0.0, 1.0} and len(set(rows - cols)) == 1
+        shift = int((rows - cols)[0])
+        assert len(rows) == 10 - abs(shift)
+        shifts.add(shift)
+    assert shifts == {-2, -1, 0, 1, 2}
+
+
 @pytest.mark.parametrize("backend", ["paddle", "onednn"])
 @pytest.mark.parametrize("channels", [1, 3])
 def test_diffaugment_is_differentiable_twice(channels, backend):
