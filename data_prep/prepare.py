@@ -145,8 +145,9 @@ def _label_of(path: str) -> str | None:
 
 
 def _is_empty_dir(path: Path) -> bool:
-    # Our lock file alone means a first run died right after starting: still empty.
-    return all(child.name == ".lock" for child in path.iterdir())
+    # Our lock file, and the temporary of the manifest that claims the folder, alone mean a first
+    # run died right after starting (before that manifest landed): still empty.
+    return all(child.name == ".lock" or packed.TMP_MARK in child.name for child in path.iterdir())
 
 
 @contextlib.contextmanager

@@ -350,6 +350,24 @@ def test_crash_between_arrays_and_manifest_is_never_mistaken_for_complete(tmp_pa
     assert not list(out.rglob(f"*{packed.TMP_MARK}*"))
 
 
+def test_a_first_run_killed_before_its_manifest_landed_is_finished_without_force(tmp_path):
+    """Killed between the lock and the claiming manifest's rename, a first run leaves only the
+    lock and that manifest's temporary: the next run treats the folder as empty and finishes
+    (a CI run of the kill test below hit this window once and refused the folder)."""
+    src, out = tmp_path / "src", tmp_path / "out"
+    write_folder(src, range(4))
+    out.mkdir()
+    (out / ".lock").write_text("")
+    (out / f"{packed.MANIFEST}{packed.TMP_MARK}999999").write_text('{"format"')
+    (out / "notes.txt").write_text("a user's file")
+    with pytest.raises(DataPrepError, match="not a prepared dataset"):
+        prepare(src, out, [32], workers=1, progress=False)  # a folder that is not ours: refused
+    (out / "notes.txt").unlink()
+    report = prepare(src, out, [32], workers=1, progress=False)
+    assert report.kept == 4 and is_prepared(out)
+    assert not list(out.rglob(f"*{packed.TMP_MARK}*"))
+
+
 def test_killed_run_leaves_no_dataset_that_looks_complete(tmp_path):
     src, out = tmp_path / "src", tmp_path / "out"
     write_folder(src, range(150))
