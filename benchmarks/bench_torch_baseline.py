@@ -3,7 +3,8 @@
 Mirrors paddle_gan_kit's nets (models/dcgan.py: widths base*2^i capped at 512, BatchNorm in the
 DCGAN discriminator, per-sample layer norm in the critic) and steps (trainer.py; with
 ``--augment``, DiffAugment before every D call as Zhao et al.'s PyTorch code writes it), so that
-``bench_train.py`` and this script print comparable JSON lines in one session:
+``bench_train.py`` and this script print comparable JSON lines in one session (training, sampling,
+and a 4-key x 8-frame slerp walk generated and encoded as a GIF with the same Pillow calls):
 
     pip install torch==2.13.0        # not a dependency of the project
     python benchmarks/bench_torch_baseline.py --model dcgan --size 64 --batch-size 64
@@ -11,12 +12,15 @@ DCGAN discriminator, per-sample layer norm in the critic) and steps (trainer.py;
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import statistics
 import time
 
+import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 
 
@@ -112,6 +116,36 @@ def augmenter(names):
     return augment
 
 
+def slerp_walk(z_dim=100, keys=4, frames=8):
+    """The closed slerp walk bench_train.py times (interpolate.walk_latents): (keys*frames, z_dim)."""
+    key_z = np.stack([np.random.default_rng(s).standard_normal((1, z_dim)).astype(np.float32)[0] for s in range(keys)])
+    t = (np.arange(frames) / frames)[:, None]
+    path = []
+    for k in range(keys):
+        a, b = key_z[k].astype(np.float64), key_z[(k + 1) % keys].astype(np.float64)
+        omega = np.arccos(np.clip(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)), -1.0, 1.0))
+        path.append((np.sin((1.0 - t) * omega) * a + np.sin(t * omega) * b) / np.sin(omega))
+    return np.concatenate(path).astype(np.float32)
+
+
+def walk_gif(G, walk, batch):
+    """G(walk) in batches, to uint8, then a GIF with a per-frame median-cut palette, no dithering
+    (interpolate.encode_gif's Pillow calls)."""
+    frames = []
+    with torch.no_grad():
+        for start in range(0, len(walk), batch):
+            x = G(torch.from_numpy(walk[start:start + batch]).view(-1, walk.shape[1], 1, 1)).numpy()
+            frames.append(np.clip((x + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8).transpose(0, 2, 3, 1))
+    frames = np.concatenate(frames)
+    if frames.shape[-1] == 1:
+        frames = np.repeat(frames, 3, axis=-1)
+    pictures = [Image.fromarray(f).quantize(256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+                for f in frames]
+    buffer = io.BytesIO()
+    pictures[0].save(buffer, format="GIF", save_all=True, append_images=pictures[1:], duration=50, loop=0)
+    return buffer.getvalue()
+
+
 def bench(model, size, batch, steps, critic_norm, base=64, channels=3, upsample="transposed", ema=False,
           augment_names=""):
     torch.manual_seed(0)
@@ -173,12 +207,20 @@ def bench(model, size, batch, steps, critic_norm, base=64, channels=3, upsample=
             start = time.perf_counter()
             G(z)
             sample_times.append(time.perf_counter() - start)
+    walk = slerp_walk()
+    G(torch.from_numpy(walk[:4]).view(4, -1, 1, 1))  # warm-up, as bench_train.py
+    walk_times = []
+    for _ in range(3):
+        start = time.perf_counter()
+        walk_gif(G, walk, batch)
+        walk_times.append(time.perf_counter() - start)
     return {"framework": f"torch {torch.__version__}", "model": model, "size": size, "batch_size": batch,
             "widths": base, "channels": channels, "g_upsample": upsample, "ema": ema, "augment": augment_names,
             "n_critic": n_critic, "d_norm": "batch" if model == "dcgan" else critic_norm,
             "threads": torch.get_num_threads(), "step_s_median": round(s, 4),
             "train_images_per_s": round(batch * n_critic / s, 2),
-            "sample_images_per_s": round(batch / statistics.median(sample_times), 1)}
+            "sample_images_per_s": round(batch / statistics.median(sample_times), 1),
+            "walk_frames_per_s": round(len(walk) / statistics.median(walk_times), 1)}
 
 
 def main():

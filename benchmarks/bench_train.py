@@ -3,7 +3,8 @@
 Prints one JSON line per recipe in configs/ (or per ``--model``/``--size`` case): the median
 seconds per generator step over ``--steps`` timed steps after warm-up, training images/s (real
 images consumed by D/critic updates per second), generator sampling images/s (eval mode, no
-gradients, median of 5 batches) and latent-walk frames/s (generation plus GIF encoding of a 4-key x 8-frame walk).
+gradients, median of 5 batches) and latent-walk frames/s (generation plus GIF encoding of a 4-key x 8-frame
+slerp walk, median of 3; ``bench_torch_baseline.py`` times the same walk).
 Data are random uint8 images, so only compute is measured. It runs on the GPU when Paddle has
 one (the device is in each line) and on the CPU otherwise.
 
@@ -94,9 +95,12 @@ def bench(name: str, values: dict, steps: int, warmup: int) -> dict:
             sample_s = statistics.median(sample_times)
         walk = walk_latents(cfg.z_dim, cfg.z_dist, keys=4, frames=8)[:, 0]  # (32, z_dim)
         generate_images(generator, walk[:4], cfg.batch_size)  # warm-up
-        start = time.perf_counter()
-        encode_gif(generate_images(generator, walk, cfg.batch_size), fps=20)
-        walk_s = time.perf_counter() - start
+        walk_times = []
+        for _ in range(3):
+            start = time.perf_counter()
+            encode_gif(generate_images(generator, walk, cfg.batch_size), fps=20)
+            walk_times.append(time.perf_counter() - start)
+        walk_s = statistics.median(walk_times)
 
         resolved = trainer.cfg
         images_per_step = resolved.batch_size * resolved.n_critic
