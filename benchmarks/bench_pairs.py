@@ -4,8 +4,9 @@ For each case, ``--pairs`` rounds of ``bench_torch_baseline.py`` (in the Python 
 and ``bench_train.py`` (this Python) on the same nets, batch, step and threads, the order swapped
 every other round so that a machine whose speed drifts favours neither side. One JSON line per
 pair, then a table: the ratio of our images/s to PyTorch's in training, in sampling (eval
-mode, no gradients, one batch) and in a latent walk (32 slerp frames generated and encoded as a
-GIF with the same Pillow calls, frames/s) for each pair, and their medians::
+mode, no gradients, one batch) and in a latent walk (32 slerp frames/s, generated alone, and
+generated and encoded as a GIF with the same Pillow calls, whose time depends on what the frames
+show) for each pair, and their medians::
 
     python3 -m venv /tmp/tvenv && /tmp/tvenv/bin/pip install torch==2.13.0 numpy
     OMP_NUM_THREADS=2 python benchmarks/bench_pairs.py --torch-python /tmp/tvenv/bin/python
@@ -69,7 +70,7 @@ def main() -> None:
     table = []
     for case in args.case or list(CASES):
         torch_args, our_args = CASES[case]
-        ratios = {"train": [], "sample": [], "walk": []}
+        ratios = {"train": [], "sample": [], "walk_generate": [], "walk": []}
         for pair in range(args.pairs):
             runs = [(args.torch_python, "bench_torch_baseline.py", torch_args),
                     (sys.executable, "bench_train.py", our_args)]
@@ -79,17 +80,18 @@ def main() -> None:
             theirs, ours = found["bench_torch_baseline.py"], found["bench_train.py"]
             line = {"case": case, "pair": pair + 1}
             for kind in ratios:
-                key = "walk_frames_per_s" if kind == "walk" else f"{kind}_images_per_s"
+                key = f"{kind}_frames_per_s" if kind.startswith("walk") else f"{kind}_images_per_s"
                 ratios[kind].append(ours[key] / theirs[key])
                 line.update({f"torch_{key}": theirs[key], f"ours_{key}": ours[key],
                              f"{kind}_ratio": round(ours[key] / theirs[key], 3)})
             print(json.dumps(line), flush=True)
         table.append((case, ratios))
-    print(f"\n{'case':<22} {'training, per pair':<30} median  {'sampling, per pair':<30} median  "
-          f"{'latent walk, per pair':<30} median  (threads {os.environ.get('OMP_NUM_THREADS', 'default')})")
+    headers = ("training", "sampling", "walk frames", "walk + GIF")
+    print(f"\n{'case':<22} " + "  ".join(f"{h + ', per pair':<22} median" for h in headers)
+          + f"  (threads {os.environ.get('OMP_NUM_THREADS', 'default')})")
     for case, ratios in table:
         cells = [(", ".join(f"{r:.2f}" for r in ratios[kind]), statistics.median(ratios[kind])) for kind in ratios]
-        print(f"{case:<22} " + "  ".join(f"{text:<30} {median:>6.2f}" for text, median in cells))
+        print(f"{case:<22} " + "  ".join(f"{text:<22} {median:>6.2f}" for text, median in cells))
 
 if __name__ == "__main__":
     main()

@@ -128,15 +128,18 @@ def slerp_walk(z_dim=100, keys=4, frames=8):
     return np.concatenate(path).astype(np.float32)
 
 
-def walk_gif(G, walk, batch):
-    """G(walk) in batches, to uint8, then a GIF with a per-frame median-cut palette, no dithering
-    (interpolate.encode_gif's Pillow calls)."""
+def walk_frames(G, walk, batch):
+    """G(walk) in batches as uint8 (T, H, W, C), as latent.generate_images makes them."""
     frames = []
     with torch.no_grad():
         for start in range(0, len(walk), batch):
             x = G(torch.from_numpy(walk[start:start + batch]).view(-1, walk.shape[1], 1, 1)).numpy()
             frames.append(np.clip((x + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8).transpose(0, 2, 3, 1))
-    frames = np.concatenate(frames)
+    return np.concatenate(frames)
+
+
+def encode_gif(frames):
+    """A GIF with a per-frame median-cut palette, no dithering (interpolate.encode_gif's Pillow calls)."""
     if frames.shape[-1] == 1:
         frames = np.repeat(frames, 3, axis=-1)
     pictures = [Image.fromarray(f).quantize(256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
@@ -209,18 +212,23 @@ def bench(model, size, batch, steps, critic_norm, base=64, channels=3, upsample=
             sample_times.append(time.perf_counter() - start)
     walk = slerp_walk()
     G(torch.from_numpy(walk[:4]).view(4, -1, 1, 1))  # warm-up, as bench_train.py
-    walk_times = []
+    generate_s, encode_s = [], []
     for _ in range(3):
         start = time.perf_counter()
-        walk_gif(G, walk, batch)
-        walk_times.append(time.perf_counter() - start)
+        frames = walk_frames(G, walk, batch)
+        middle = time.perf_counter()
+        encode_gif(frames)
+        generate_s.append(middle - start)
+        encode_s.append(time.perf_counter() - middle)
     return {"framework": f"torch {torch.__version__}", "model": model, "size": size, "batch_size": batch,
             "widths": base, "channels": channels, "g_upsample": upsample, "ema": ema, "augment": augment_names,
             "n_critic": n_critic, "d_norm": "batch" if model == "dcgan" else critic_norm,
             "threads": torch.get_num_threads(), "step_s_median": round(s, 4),
             "train_images_per_s": round(batch * n_critic / s, 2),
             "sample_images_per_s": round(batch / statistics.median(sample_times), 1),
-            "walk_frames_per_s": round(len(walk) / statistics.median(walk_times), 1)}
+            "walk_frames_per_s": round(len(walk) / statistics.median(map(sum, zip(generate_s, encode_s))), 1),
+            "walk_generate_frames_per_s": round(len(walk) / statistics.median(generate_s), 1),
+            "walk_encode_frames_per_s": round(len(walk) / statistics.median(encode_s), 1)}
 
 
 def main():

@@ -3,8 +3,9 @@
 Prints one JSON line per recipe in configs/ (or per ``--model``/``--size`` case): the median
 seconds per generator step over ``--steps`` timed steps after warm-up, training images/s (real
 images consumed by D/critic updates per second), generator sampling images/s (eval mode, no
-gradients, median of 5 batches) and latent-walk frames/s (generation plus GIF encoding of a 4-key x 8-frame
-slerp walk, median of 3; ``bench_torch_baseline.py`` times the same walk).
+gradients, median of 5 batches) and latent-walk frames/s (a 4-key x 8-frame slerp walk generated and
+encoded as a GIF, median of 3; also each part alone, since the encoder's time depends on what the
+frames show; ``bench_torch_baseline.py`` times the same walk).
 Data are random uint8 images, so only compute is measured. It runs on the GPU when Paddle has
 one (the device is in each line) and on the CPU otherwise.
 
@@ -95,12 +96,14 @@ def bench(name: str, values: dict, steps: int, warmup: int) -> dict:
             sample_s = statistics.median(sample_times)
         walk = walk_latents(cfg.z_dim, cfg.z_dist, keys=4, frames=8)[:, 0]  # (32, z_dim)
         generate_images(generator, walk[:4], cfg.batch_size)  # warm-up
-        walk_times = []
+        generate_s, encode_s = [], []
         for _ in range(3):
             start = time.perf_counter()
-            encode_gif(generate_images(generator, walk, cfg.batch_size), fps=20)
-            walk_times.append(time.perf_counter() - start)
-        walk_s = statistics.median(walk_times)
+            frames = generate_images(generator, walk, cfg.batch_size)
+            middle = time.perf_counter()
+            encode_gif(frames, fps=20)
+            generate_s.append(middle - start)
+            encode_s.append(time.perf_counter() - middle)
 
         resolved = trainer.cfg
         images_per_step = resolved.batch_size * resolved.n_critic
@@ -113,7 +116,9 @@ def bench(name: str, values: dict, steps: int, warmup: int) -> dict:
             "step_s_median": round(step_s, 4), "train_images_per_s": round(images_per_step / step_s, 2),
             "generator_updates_per_s": round(1 / step_s, 3),
             "sample_images_per_s": round(cfg.batch_size / sample_s, 1),
-            "walk_frames_per_s": round(len(walk) / walk_s, 1),
+            "walk_frames_per_s": round(len(walk) / statistics.median(map(sum, zip(generate_s, encode_s))), 1),
+            "walk_generate_frames_per_s": round(len(walk) / statistics.median(generate_s), 1),
+            "walk_encode_frames_per_s": round(len(walk) / statistics.median(encode_s), 1),
             "paddle": paddle.__version__,
         }
 
