@@ -211,7 +211,7 @@ def bench(model, size, batch, steps, critic_norm, base=64, channels=3, upsample=
             G(z)
             sample_times.append(time.perf_counter() - start)
     walk = slerp_walk()
-    G(torch.from_numpy(walk[:4]).view(4, -1, 1, 1))  # warm-up, as bench_train.py
+    walk_frames(G, walk[:4], batch)  # warm-up without gradients, as bench_train.py
     generate_s, encode_s = [], []
     for _ in range(3):
         start = time.perf_counter()
