@@ -196,6 +196,53 @@ def test_leaky_relu_and_its_derivatives_equal_paddles(onednn, slope):
     np.testing.assert_array_equal(at_zero.numpy(), np.full((2, 3), slope, np.float32))
 
 
+@pytest.mark.parametrize("slope", [0.2, 0.0])
+def test_the_inference_affine_activation_equals_its_definition(onednn, slope):
+    """fastconv.affine_activation: x * scale[c] + shift[c], then leaky ReLU, in float32."""
+    rng = np.random.default_rng(11)
+    x, scale, shift = (rng.standard_normal(shape).astype(np.float32) for shape in ((3, 5, 4, 6), (5,), (5,)))
+    v = x * scale.reshape(1, 5, 1, 1) + shift.reshape(1, 5, 1, 1)
+    expected = np.where(v > 0, v, v * np.float32(slope))
+    out = fastconv.affine_activation(paddle.to_tensor(x), paddle.to_tensor(scale), paddle.to_tensor(shift), slope)
+    np.testing.assert_allclose(out.numpy(), expected, rtol=1e-6, atol=1e-6)
+    assert (out.numpy() >= 0).all() if slope == 0 else (out.numpy() < 0).any()
+    with fastconv.using("paddle"):
+        assert fastconv.affine_activation(paddle.to_tensor(x), paddle.to_tensor(scale), paddle.to_tensor(shift),
+                                          slope) is None
+
+
+@pytest.mark.parametrize("size,g_skip", [(32, False), (96, False), (64, True)])
+def test_sampling_fuses_each_batchnorm_with_its_activation(onednn, monkeypatch, size, g_skip):
+    """In inference (eval mode, no gradients) the generator runs each BatchNorm and the ReLU
+    after it as one pass, and its images equal Paddle's layer-by-layer ones; with gradients
+    recorded, or in training mode, nothing is fused."""
+    cfg = TrainConfig(model="dcgan", size=size, channels=3, z_dim=8, g_channels=4, max_channels=16,
+                      g_skip=g_skip, g_upsample="nearest" if g_skip else "transposed").resolve()
+    paddle.seed(size)
+    generator = build_generator(cfg)
+    with paddle.no_grad():  # running statistics far from the initial 0 and 1
+        for _ in range(3):
+            generator(paddle.randn([6, 8]) * 3.0)
+    generator.eval()
+    norms = [layer for layer in generator.sublayers() if isinstance(layer, paddle.nn.BatchNorm2D)]
+    calls = []
+    real = fastconv.affine_activation
+    monkeypatch.setattr(fastconv, "affine_activation", lambda *args: calls.append(1) or real(*args))
+    z = paddle.to_tensor(np.random.default_rng(size).standard_normal((5, 8)).astype(np.float32))
+    with paddle.no_grad():
+        fused = generator(z).numpy()
+    assert len(calls) == len(norms) > 0
+    with fastconv.using("paddle"), paddle.no_grad():
+        reference = generator(z).numpy()
+    assert close(fused, reference, 1e-5), float(np.abs(fused - reference).max())
+    calls.clear()
+    generator(z)
+    generator.train()
+    with paddle.no_grad():
+        generator(z)
+    assert calls == []
+
+
 @pytest.mark.parametrize("shape", [(3, 8, 16, 16), (3, 16, 8, 8), (3, 32, 4, 4), (2, 5, 3, 7)])
 def test_layer_norm_and_its_second_derivatives_equal_paddles(onednn, shape):
     """The critic's layer norm on the fused operators (oneDNN backend) against its composition

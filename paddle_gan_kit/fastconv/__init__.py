@@ -293,6 +293,15 @@ def layer_norm(x, weight, bias, epsilon: float = 1e-5):
     return _ChannelAffine.apply(_LayerNorm.apply(x, float(epsilon)), weight, bias)
 
 
+def affine_activation(x, scale, shift, slope: float):
+    """Inference only (no gradient flows through it): ``x * scale[c] + shift[c]`` on every
+    channel c of ``x`` (N, C, ...), then leaky ReLU with ``slope`` (0: ReLU), in one threaded
+    pass on the oneDNN backend; None elsewhere, where the caller runs its layers one by one."""
+    if not _ours(x):
+        return None
+    return _state["ops"].pgk_channel_affine_act(x, scale, shift, float(slope))
+
+
 # ---- choosing the backend ----------------------------------------------------------------------
 
 def self_check() -> str | None:

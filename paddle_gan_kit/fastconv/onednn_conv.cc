@@ -34,9 +34,15 @@
 //   pgk_channel_dot(A, B)         sum over n and positions of A * B  -> (C)
 //   pgk_channel_sum(A)            sum over n and positions of A      -> (C)
 //
+// and, for inference only (no gradient), an eval-mode BatchNorm folded into a scale and shift,
+// with the activation after it, in one pass:
+//
+//   pgk_channel_affine_act(X, W, B)  V = X * W[c] + B[c]; V > 0 ? V : V * slope
+//
 // Tensors stay plain NCHW / OIHW float32 in Paddle. Each primitive is created once per shape
 // and kept; oneDNN chooses the memory formats its fastest kernels want (format "any"), and the
 // reorders into and out of them are kept per shape too, so a step allocates nothing but scratch.
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <memory>
@@ -434,6 +440,35 @@ std::vector<paddle::Tensor> ChannelScale(const paddle::Tensor& x, const paddle::
   return {ChannelAffineInto(x, w, nullptr)};
 }
 
+// Inference only (no gradient): V = X * W[c] + B[c], then V where V > 0, else V * slope (slope 0:
+// ReLU), in one threaded pass. An eval-mode BatchNorm (W, B folded from its running statistics)
+// and the activation after it, which would otherwise be two passes over the tensor.
+std::vector<paddle::Tensor> ChannelAffineAct(const paddle::Tensor& x, const paddle::Tensor& w, const paddle::Tensor& b,
+                                             float slope) {
+  CheckFloat(x, "X");
+  const auto xc = x.contiguous(), wc = w.contiguous(), bc = b.contiguous();
+  const int64_t n = x.shape()[0], c = x.shape()[1], d = x.numel() / (n * c);
+  PD_CHECK(w.numel() == c && b.numel() == c, "W and B must hold one value per channel of X");
+  auto y = paddle::empty(x.shape(), paddle::DataType::FLOAT32, x.place());
+  const float *xp = xc.data<float>(), *wp = wc.data<float>(), *bp = bc.data<float>();
+  float* out = y.data<float>();
+#pragma omp parallel for schedule(static)
+  for (int64_t k = 0; k < n * c; ++k) {
+    const float scale = wp[k % c], shift = bp[k % c];
+    const float* xr = xp + k * d;
+    float* o = out + k * d;
+    if (slope == 0.f) {
+      for (int64_t j = 0; j < d; ++j) o[j] = std::max(xr[j] * scale + shift, 0.f);
+    } else {
+      for (int64_t j = 0; j < d; ++j) {
+        const float v = xr[j] * scale + shift;
+        o[j] = v > 0.f ? v : v * slope;
+      }
+    }
+  }
+  return {y};
+}
+
 // Per channel, the sum over samples and positions of A, or of A * B (B null: of A alone).
 paddle::Tensor ChannelReduce(const paddle::Tensor& a, const paddle::Tensor* b) {
   CheckFloat(a, "A");
@@ -560,6 +595,14 @@ PD_BUILD_OP(pgk_channel_affine)
     .Inputs({"X", "W", "B"})
     .Outputs({"Y"})
     .SetKernelFn(PD_KERNEL(ChannelAffine))
+    .SetInferShapeFn(PD_INFER_SHAPE(FirstShape3))
+    .SetInferDtypeFn(PD_INFER_DTYPE(FirstDtype3));
+
+PD_BUILD_OP(pgk_channel_affine_act)
+    .Inputs({"X", "W", "B"})
+    .Outputs({"Y"})
+    .Attrs({"slope: float"})
+    .SetKernelFn(PD_KERNEL(ChannelAffineAct))
     .SetInferShapeFn(PD_INFER_SHAPE(FirstShape3))
     .SetInferDtypeFn(PD_INFER_DTYPE(FirstDtype3));
 

@@ -12,7 +12,8 @@ from paddle import nn
 
 from paddle_gan_kit.config import parse_size
 from paddle_gan_kit.models.layers import (BatchNorm2D, Conv2D, Conv2DTranspose, LeakyReLU, MinibatchStd,
-                                          NearestUpsample2x, ReLU, SampleLayerNorm, SpectralConv2D, UpsampleConv2D)
+                                          NearestUpsample2x, ReLU, SampleLayerNorm, SpectralConv2D, UpsampleConv2D,
+                                          run_layers)
 
 
 def stage_channels(k: int, base: int, max_channels: int) -> list[int]:
@@ -32,12 +33,12 @@ def upsample_conv(c_in: int, c_out: int, upsample: str, bias: bool) -> list:
 def _projection(z_dim: int, width: int, s0: int) -> list:
     """z as a 1x1 map, projected to the s0 x s0 bottleneck by one transposed conv."""
     return [Conv2DTranspose(z_dim, width, s0, 1, 0, bias_attr=False),  # (N, width, s0, s0)
-            nn.BatchNorm2D(width), ReLU()]
+            BatchNorm2D(width), ReLU()]
 
 
 def _up_block(c_in: int, c_out: int, upsample: str) -> list:
     """One inner generator stage: double the side, BatchNorm, ReLU -> (N, c_out, 2h, 2w)."""
-    return [*upsample_conv(c_in, c_out, upsample, bias=False), nn.BatchNorm2D(c_out), ReLU()]
+    return [*upsample_conv(c_in, c_out, upsample, bias=False), BatchNorm2D(c_out), ReLU()]
 
 
 class Generator(nn.Layer):
@@ -64,7 +65,7 @@ class Generator(nn.Layer):
 
     def forward(self, z):
         x = z.reshape([z.shape[0], self.z_dim, 1, 1])  # (N, z_dim, 1, 1)
-        return self.net(x)  # (N, C, size, size)
+        return run_layers(self.net, x)  # (N, C, size, size)
 
 
 class SkipGenerator(nn.Layer):
@@ -88,10 +89,10 @@ class SkipGenerator(nn.Layer):
         self.up = NearestUpsample2x()
 
     def forward(self, z):
-        x = self.project(z.reshape([z.shape[0], self.z_dim, 1, 1]))  # (N, w0, s0, s0)
+        x = run_layers(self.project, z.reshape([z.shape[0], self.z_dim, 1, 1]))  # (N, w0, s0, s0)
         rgb = self.to_rgb[0](x)  # (N, C, s0, s0)
         for block, to_rgb in zip(self.blocks, self.to_rgb[1:]):
-            x = block(x)  # (N, w, 2h, 2w)
+            x = run_layers(block, x)  # (N, w, 2h, 2w)
             rgb = self.up(rgb) + to_rgb(x)
         return paddle.tanh(self.up(rgb) + self.last(x))  # (N, C, size, size)
 

@@ -121,6 +121,12 @@ class BatchNorm2D(nn.BatchNorm2D):
             return self._primitive_forward(x)
         return super().forward(x)
 
+    def inference_affine(self):
+        """(scale, shift), C values each: the eval-mode normalisation as x * scale + shift,
+        from the running statistics."""
+        scale = self.weight * paddle.rsqrt(self._variance + self._epsilon)
+        return scale, self.bias - self._mean * scale
+
     def _primitive_forward(self, x):
         # a (N, C, H*W) view with (C, 1) operands: Paddle's CPU elementwise kernels are several
         # times slower for the (1, C, 1, 1) broadcast (see ``add_channel_bias``)
@@ -131,6 +137,27 @@ class BatchNorm2D(nn.BatchNorm2D):
         var = (centred * centred).mean(axis=[0, 2]).reshape([c, 1])
         scale = paddle.rsqrt(var + self._epsilon) * self.weight.reshape([c, 1])
         return (centred * scale + self.bias.reshape([c, 1])).reshape([n, c, h, w])
+
+
+def run_layers(layers, x):
+    """``x`` through ``layers`` in order, as ``nn.Sequential`` does, except in inference (no
+    gradients being recorded, eval mode): there a ``BatchNorm2D`` followed by a ``ReLU`` or
+    ``LeakyReLU`` runs as one threaded pass on the oneDNN backend (``fastconv.affine_activation``:
+    the normalisation folded into a per-channel scale and shift, then the activation), where
+    the two layers would be two passes over the tensor. Equal to the layers' output within
+    float rounding; the layers, their parameters and the state dict are unchanged."""
+    layers = list(layers)
+    inference = not paddle.is_grad_enabled()
+    i = 0
+    while i < len(layers):
+        layer, after = layers[i], layers[i + 1] if i + 1 < len(layers) else None
+        if inference and isinstance(layer, BatchNorm2D) and not layer.training and isinstance(after, LeakyReLU):
+            fused = fastconv.affine_activation(x, *layer.inference_affine(), after.negative_slope)
+            if fused is not None:
+                x, i = fused, i + 2
+                continue
+        x, i = layer(x), i + 1
+    return x
 
 
 class SampleLayerNorm(nn.Layer):
