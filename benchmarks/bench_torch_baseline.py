@@ -206,7 +206,7 @@ def bench(model, size, batch, steps, critic_norm, base=64, channels=3, upsample=
     with torch.no_grad():
         G(z)
         sample_times = []
-        for _ in range(5):
+        for _ in range(21):  # bench_train.py's SAMPLE_BATCHES
             start = time.perf_counter()
             G(z)
             sample_times.append(time.perf_counter() - start)
