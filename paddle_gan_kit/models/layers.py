@@ -119,7 +119,9 @@ class BatchNorm2D(nn.BatchNorm2D):
     def forward(self, x):
         if _twice["depth"] and self.training and x.place.is_cpu_place():
             return self._primitive_forward(x)
-        return super().forward(x)
+        # named, not super(): Paddle 2.6's to_static (export) recompiles this method from its
+        # source, which loses the __class__ cell a bare super() needs
+        return nn.BatchNorm2D.forward(self, x)
 
     def inference_affine(self):
         """(scale, shift), C values each: the eval-mode normalisation as x * scale + shift,
