@@ -412,8 +412,11 @@ std::vector<paddle::Tensor> LayerNormGrad2(const paddle::Tensor& g, const paddle
   return {q};
 }
 
-// X * W[c] + B[c] (B null: no shift) into a new tensor.
-paddle::Tensor ChannelAffineInto(const paddle::Tensor& x, const paddle::Tensor& w, const paddle::Tensor* b) {
+// X * W[c] + B[c] (B null: no shift) into a new tensor; with ``activate``, then V where V > 0,
+// else V * slope (slope 0: ReLU), in the same pass. The inner loops carry omp simd: without it
+// -O2 leaves them scalar (and the activation with a branch per element).
+paddle::Tensor ChannelAffineInto(const paddle::Tensor& x, const paddle::Tensor& w, const paddle::Tensor* b,
+                                 bool activate = false, float slope = 0.f) {
   CheckFloat(x, "X");
   const auto xc = x.contiguous(), wc = w.contiguous();
   const int64_t n = x.shape()[0], c = x.shape()[1], d = x.numel() / (n * c);
@@ -427,8 +430,19 @@ paddle::Tensor ChannelAffineInto(const paddle::Tensor& x, const paddle::Tensor& 
     const float scale = wp[k % c], shift = bp == nullptr ? 0.f : bp[k % c];
     const float* xr = xp + k * d;
     float* o = out + k * d;
+    if (!activate) {
 #pragma omp simd
-    for (int64_t j = 0; j < d; ++j) o[j] = xr[j] * scale + shift;
+      for (int64_t j = 0; j < d; ++j) o[j] = xr[j] * scale + shift;
+    } else if (slope == 0.f) {
+#pragma omp simd
+      for (int64_t j = 0; j < d; ++j) o[j] = std::max(xr[j] * scale + shift, 0.f);
+    } else {
+#pragma omp simd
+      for (int64_t j = 0; j < d; ++j) {
+        const float v = xr[j] * scale + shift;  // v where v > 0, else v * slope, without a branch
+        o[j] = std::max(v, 0.f) + slope * std::min(v, 0.f);
+      }
+    }
   }
   return y;
 }
@@ -441,36 +455,11 @@ std::vector<paddle::Tensor> ChannelScale(const paddle::Tensor& x, const paddle::
   return {ChannelAffineInto(x, w, nullptr)};
 }
 
-// Inference only (no gradient): V = X * W[c] + B[c], then V where V > 0, else V * slope (slope 0:
-// ReLU), in one threaded pass. An eval-mode BatchNorm (W, B folded from its running statistics)
-// and the activation after it, which would otherwise be two passes over the tensor.
+// Inference only (no gradient): an eval-mode BatchNorm (W, B folded from its running
+// statistics) and the activation after it, which would otherwise be two passes over the tensor.
 std::vector<paddle::Tensor> ChannelAffineAct(const paddle::Tensor& x, const paddle::Tensor& w, const paddle::Tensor& b,
                                              float slope) {
-  CheckFloat(x, "X");
-  const auto xc = x.contiguous(), wc = w.contiguous(), bc = b.contiguous();
-  const int64_t n = x.shape()[0], c = x.shape()[1], d = x.numel() / (n * c);
-  PD_CHECK(w.numel() == c && b.numel() == c, "W and B must hold one value per channel of X");
-  auto y = paddle::empty(x.shape(), paddle::DataType::FLOAT32, x.place());
-  const float *xp = xc.data<float>(), *wp = wc.data<float>(), *bp = bc.data<float>();
-  float* out = y.data<float>();
-#pragma omp parallel for schedule(static)
-  for (int64_t k = 0; k < n * c; ++k) {
-    const float scale = wp[k % c], shift = bp[k % c];
-    const float* xr = xp + k * d;
-    float* o = out + k * d;
-    // omp simd: without it -O2 leaves these loops scalar, with a branch per element
-    if (slope == 0.f) {
-#pragma omp simd
-      for (int64_t j = 0; j < d; ++j) o[j] = std::max(xr[j] * scale + shift, 0.f);
-    } else {
-#pragma omp simd
-      for (int64_t j = 0; j < d; ++j) {
-        const float v = xr[j] * scale + shift;  // v where v > 0, else v * slope, without a branch
-        o[j] = std::max(v, 0.f) + slope * std::min(v, 0.f);
-      }
-    }
-  }
-  return {y};
+  return {ChannelAffineInto(x, w, &b, true, slope)};
 }
 
 // Per channel, the sum over samples and positions of A, or of A * B (B null: of A alone).
