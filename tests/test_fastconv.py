@@ -151,6 +151,29 @@ def test_a_relu_mask_flip_moves_the_generators_gradients():
     assert apart(gradients_with(-side * 1e-6), reference) > 1e-4
 
 
+@pytest.mark.parametrize("channels", [1, 3, 4, 5])
+@pytest.mark.parametrize("side,kernel,stride,pad", [(9, 4, 2, 1), (8, 4, 2, 1), (7, 3, 1, 1), (10, 5, 3, 2),
+                                                    (6, 1, 1, 0), (11, 4, 2, 0), (5, 3, 2, 2)])
+def test_input_gradients_into_few_channels_equal_paddles(onednn, channels, side, kernel, stride, pad):
+    """A convolution's input gradient (a transposed convolution) into at most 4 channels runs on
+    the operator's own kernel, not oneDNN's (5 channels: oneDNN's): any stride, padding and
+    kernel, and input sides the stride does not divide (the gradient reaches every input pixel,
+    also the ones no output uses), against Paddle's own."""
+    rng = np.random.default_rng(side * 10 + channels)
+    x_np = rng.standard_normal((3, channels, side, side + 1)).astype(np.float32)
+    w_np = rng.standard_normal((6, channels, kernel, kernel)).astype(np.float32)
+    results = []
+    for backend in ("onednn", "paddle"):
+        with fastconv.using(backend):
+            x, w = paddle.to_tensor(x_np, stop_gradient=False), paddle.to_tensor(w_np)
+            y = fastconv.conv2d(x, w, stride=stride, padding=pad)
+            probe = paddle.to_tensor(np.cos(np.arange(int(np.prod(y.shape)), dtype=np.float32)).reshape(y.shape))
+            (dx,) = paddle.grad((y * probe).sum(), [x])
+            results.append(dx.numpy())
+    assert close(*results), float(np.abs(results[0] - results[1]).max())
+    assert np.abs(results[1]).max() > 0
+
+
 @pytest.mark.parametrize("norm", ["layer", "instance", "none"])
 def test_gradient_penalty_double_backward_equals_paddles(onednn, norm):
     paddle.seed(3)
