@@ -285,9 +285,10 @@ int64_t FloorDiv(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) 
 
 // DX = conv^T(DY, W) into few channels (g.ic <= kDirectChannels): the generator's last layer
 // (a transposed convolution into 1 or 3 image channels) and, in the gradient penalty, the
-// discriminator's input gradient. oneDNN's backward-data kernels take 4-5x longer there than its
-// forward kernel for the same products (they block by 16 channels; 1 or 3 leave most lanes
-// empty). Here, per sample, DX is split into its stride phases (iy = py + sh*qy, ix = px + sw*qx):
+// discriminator's input gradient. oneDNN's backward-data kernels took 5-11x its forward kernel's
+// time there for the same products (measured at DCGAN's shapes; its weight-gradient kernel stays
+// at forward speed, and a version of it written like this one was 2-3x slower, so that one is
+// oneDNN's everywhere); this takes 2-2.5x the forward time. Here, per sample, DX is split into its stride phases (iy = py + sh*qy, ix = px + sw*qx):
 // each phase plane is a sum over oc and over the taps (ky, kx) of that phase of
 // W[oc, i, ky, kx] * DY[n, oc] shifted by (cy, cx) = ((py + ph - ky) / sh, (px + pw - kx) / sw),
 // both exact. With DY copied into a zero-padded plane of row length PW, a shift is an offset,
