@@ -21,6 +21,14 @@ convolution and transposed convolution: outputs, input and weight gradients agai
 own) passes, and Paddle's convolutions otherwise; the returned line says which and why. The
 models' ``Conv2D``/``Conv2DTranspose`` (``models/layers.py``) call :func:`conv2d` /
 :func:`conv2d_transpose`, which use the chosen backend.
+
+A known limit on this backend: ``paddle.grad(loss, weights)`` for weights alone, while an input
+of the convolution also requires gradients (a generator's images going into D), fails with
+Paddle's "backward function should return None at 0 position": ``paddle.grad`` prunes that
+input's gradient, and a PyLayer's backward cannot see which of its inputs were pruned. What the
+toolkit runs works: ``backward()``, ``paddle.grad`` for all the leaves, and ``paddle.grad`` for
+the input alone inside :func:`input_gradients_only` (the penalties). For code of your own that
+takes weight gradients alone, detach the input or use Paddle's backend (``configure("paddle")``).
 """
 from __future__ import annotations
 
