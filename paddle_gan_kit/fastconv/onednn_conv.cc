@@ -10,8 +10,8 @@
 //   pgk_conv_backward_weights(X, DY) DW = correlation of X and DY    -> (OC,IC,KH,KW)
 //
 // Into at most 4 channels (a generator's last layer, a discriminator's input gradient),
-// pgk_conv_backward_data runs on its own vectorised loops instead (BackwardDataDirect), where
-// oneDNN's kernels leave most of their 16-channel blocks empty.
+// pgk_conv_backward_data runs on its own vectorised loops instead (BackwardDataDirect): oneDNN's
+// kernels took 5-11x its forward time there.
 //
 // and one for the activations between them (oneDNN's eltwise kernels, vectorised and threaded,
 // where Paddle's CPU elementwise kernels run on one thread):
@@ -288,8 +288,9 @@ int64_t FloorDiv(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) 
 // discriminator's input gradient. oneDNN's backward-data kernels took 5-11x its forward kernel's
 // time there for the same products (measured at DCGAN's shapes; its weight-gradient kernel stays
 // at forward speed, and a version of it written like this one was 2-3x slower, so that one is
-// oneDNN's everywhere); this takes 2-2.5x the forward time. Here, per sample, DX is split into its stride phases (iy = py + sh*qy, ix = px + sw*qx):
-// each phase plane is a sum over oc and over the taps (ky, kx) of that phase of
+// oneDNN's everywhere); this takes 2-2.5x the forward time. Here, per sample, DX is split into
+// its stride phases (iy = py + sh*qy, ix = px + sw*qx): each phase plane is a sum over oc and
+// over the taps (ky, kx) of that phase of
 // W[oc, i, ky, kx] * DY[n, oc] shifted by (cy, cx) = ((py + ph - ky) / sh, (px + pw - kx) / sw),
 // both exact. With DY copied into a zero-padded plane of row length PW, a shift is an offset,
 // so every tap is one long vectorised loop over a whole plane (rows of PW, the columns past the
@@ -300,10 +301,16 @@ struct Tap {
   int64_t offset, weight;  // into the padded DY plane; into W (oc = 0)
 };
 
+// On x86-64 with GCC, compiled for AVX-512, AVX2 and the build's baseline, chosen when the module
+// loads (the baseline, SSE2, would leave these loops 4 floats wide); elsewhere for the baseline.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define PGK_VECTOR_CLONES __attribute__((target_clones("avx512f", "avx2,fma", "default")))
+#else
+#define PGK_VECTOR_CLONES
+#endif
+
 // P[e] += sum over the taps t of W[t] * D[e + offset_t], e < length: four taps per pass.
-// Compiled for AVX-512, AVX2 and the build's baseline, chosen when the module loads (the
-// build's baseline, SSE2, would leave these loops 4 floats wide).
-__attribute__((target_clones("avx512f", "avx2,fma", "default")))
+PGK_VECTOR_CLONES
 void AccumulateTaps(float* p, const float* d, const float* w, const std::vector<Tap>& taps, int64_t length) {
   size_t t = 0;
   for (; t + 4 <= taps.size(); t += 4) {
