@@ -288,7 +288,7 @@ int64_t FloorDiv(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) 
 // discriminator's input gradient. oneDNN's backward-data kernels took 5-11x its forward kernel's
 // time there for the same products (measured at DCGAN's shapes; its weight-gradient kernel stays
 // at forward speed, and a version of it written like this one was 2-3x slower, so that one is
-// oneDNN's everywhere); this takes 2-2.5x the forward time. Here, per sample, DX is split into
+// oneDNN's everywhere); this takes 1.7-3.2x the forward time. Here, per sample, DX is split into
 // its stride phases (iy = py + sh*qy, ix = px + sw*qx): each phase plane is a sum over oc and
 // over the taps (ky, kx) of that phase of
 // W[oc, i, ky, kx] * DY[n, oc] shifted by (cy, cx) = ((py + ph - ky) / sh, (px + pw - kx) / sw),
