@@ -344,9 +344,8 @@ void BackwardDataDirect(const Geometry& g, const float* dy, const float* w, floa
     for (int64_t px = 0; px < g.sw; ++px)
       for (int64_t ky = 0; ky < g.kh; ++ky)
         for (int64_t kx = 0; kx < g.kw; ++kx) {
-          const int64_t u = py + g.ph - ky, v = px + g.pw - kx;
-          if (((u % g.sh) + g.sh) % g.sh != 0 || ((v % g.sw) + g.sw) % g.sw != 0) continue;
-          const int64_t cy = FloorDiv(u, g.sh), cx = FloorDiv(v, g.sw);
+          const int64_t u = py + g.ph - ky, v = px + g.pw - kx, cy = FloorDiv(u, g.sh), cx = FloorDiv(v, g.sw);
+          if (cy * g.sh != u || cx * g.sw != v) continue;  // the tap does not reach this phase
           taps[py * g.sw + px].push_back({(cy + top) * pw + cx + left, ky * g.kw + kx});
         }
 #pragma omp parallel
