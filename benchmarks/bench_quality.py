@@ -13,7 +13,7 @@ dataset, seed, step): fd, kid, coverage (labelled data), the floor (fd/kid of a 
 real set against the first, at the same n), fd_above_floor, and the wall time of training.
 
 Datasets, and what the numbers are measured against (never trained on, where possible):
-- gems32, gems64: trained on the built-in gems (seed 0); scored against gems rendered with
+- gems32, gems64, gems96: trained on the built-in gems (seed 0); scored against gems rendered with
   seeds 1 and 2 (the floor). Feature space: ImageNet MobileNetV2 (--extractor; its weights:
   see paddle_gan_kit/metrics/mobilenet.py). Not comparable to published FIDs.
 - fmnist32: trained on Fashion-MNIST's 60,000 training images (Debian dataset-fashion-mnist);
@@ -46,6 +46,7 @@ from paddle_gan_kit.trainer import Trainer  # noqa: E402
 DATASETS = {
     "gems32": {"data": None, "size": 32, "extractor": "mobilenet_v2"},
     "gems64": {"data": None, "size": 64, "extractor": "mobilenet_v2"},
+    "gems96": {"data": None, "size": 96, "extractor": "mobilenet_v2"},
     "fmnist32": {"data": "builtin:fashion_mnist", "size": 32, "extractor": "classifier"},
     "mnist32": {"data": "builtin:mnist", "size": 32, "extractor": "classifier"},
 }
