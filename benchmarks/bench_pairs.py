@@ -47,6 +47,12 @@ CASES = {
     "dcgan_small_data_64": ("--model dcgan --size 64 --batch-size 64 --g-upsample nearest --ema"
                             " --augment translation,color",
                             "--recipe dcgan_small_data_64"),
+    "dcgan_small_data_96": ("--model dcgan --size 96 --batch-size 64 --g-upsample nearest --ema"
+                            " --augment translation,color",
+                            "--recipe dcgan_small_data_96"),
+    "wgan_gp_small_data_64": ("--model wgan_gp --size 64 --batch-size 64 --g-upsample nearest --ema"
+                              " --augment translation,color",
+                              "--recipe wgan_gp_small_data_64"),
     "wgan_gp_small_data_32": ("--model wgan_gp --size 32 --batch-size 64 --g-upsample nearest --ema"
                               " --augment translation,color",
                               "--recipe wgan_gp_small_data_32"),
