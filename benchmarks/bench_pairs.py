@@ -23,6 +23,7 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 # case -> (PyTorch baseline arguments, bench_train.py arguments): the recipes the bar names
+# (the small-data recipes, configs/<model>_small_data_<size>.yaml, share one pattern)
 CASES = {
     "wgan_gp_64": ("--model wgan_gp --size 64 --batch-size 64", "--model wgan_gp --size 64 --batch-size 64"),
     "wgan_gp_96": ("--model wgan_gp --size 96 --batch-size 64", "--recipe wgan_gp_96"),
@@ -41,21 +42,10 @@ CASES = {
                            "--recipe dcgan_grayscale_32"),
     "wgan_gp_grayscale_32": ("--model wgan_gp --size 32 --batch-size 64 --g-upsample nearest --ema",
                              "--recipe wgan_gp_grayscale_32"),
-    "dcgan_small_data_32": ("--model dcgan --size 32 --batch-size 64 --g-upsample nearest --ema"
-                            " --augment translation,color",
-                            "--recipe dcgan_small_data_32"),
-    "dcgan_small_data_64": ("--model dcgan --size 64 --batch-size 64 --g-upsample nearest --ema"
-                            " --augment translation,color",
-                            "--recipe dcgan_small_data_64"),
-    "dcgan_small_data_96": ("--model dcgan --size 96 --batch-size 64 --g-upsample nearest --ema"
-                            " --augment translation,color",
-                            "--recipe dcgan_small_data_96"),
-    "wgan_gp_small_data_64": ("--model wgan_gp --size 64 --batch-size 64 --g-upsample nearest --ema"
-                              " --augment translation,color",
-                              "--recipe wgan_gp_small_data_64"),
-    "wgan_gp_small_data_32": ("--model wgan_gp --size 32 --batch-size 64 --g-upsample nearest --ema"
-                              " --augment translation,color",
-                              "--recipe wgan_gp_small_data_32"),
+    **{f"{model}_small_data_{size}": (f"--model {model} --size {size} --batch-size 64 --g-upsample nearest"
+                                       " --ema --augment translation,color",
+                                       f"--recipe {model}_small_data_{size}")
+       for model, size in (("dcgan", 32), ("dcgan", 64), ("dcgan", 96), ("wgan_gp", 32), ("wgan_gp", 64))},
 }
 
 
