@@ -163,7 +163,10 @@ class _LayerNorm(PyLayer):
     def forward(ctx, x, epsilon):
         xh, rstd = _state["ops"].pgk_layer_norm(x, epsilon)
         ctx.save_for_backward(x)
-        ctx.kept = _Kept(xh, rstd)
+        # a detached view, not the output itself: the output's grad node holds this context, so
+        # keeping the output here would be a cycle through Paddle's C++ graph that no garbage
+        # collector frees (every penalty step's activations leaked so)
+        ctx.kept = _Kept(xh.detach(), rstd)
         return xh
 
     @staticmethod
