@@ -5,7 +5,9 @@ seconds per generator step over ``--steps`` timed steps after warm-up, training 
 images consumed by D/critic updates per second), generator sampling images/s (eval mode, no
 gradients, median of 21 batches) and latent-walk frames/s (a 4-key x 8-frame slerp walk generated and
 encoded as a GIF, median of 3; also each part alone, since the encoder's time depends on what the
-frames show; ``bench_torch_baseline.py`` times the same walk).
+frames show; ``bench_torch_baseline.py`` times the same walk), and the process's memory: its
+resident set after warm-up and how much it grew per timed step (Linux; a leak shows as growth
+that does not level off: raise ``--steps`` to see it).
 Data are random uint8 images, so only compute is measured. It runs on the GPU when Paddle has
 one (the device is in each line) and on the CPU otherwise.
 
@@ -67,6 +69,15 @@ def sync(values):
     float(next(iter(values.values())))
 
 
+def resident_mb() -> float | None:
+    """This process's resident set in MB now (Linux's /proc), else None."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            return next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmRSS:"))
+    except (OSError, StopIteration):
+        return None
+
+
 def bench(name: str, values: dict, steps: int, warmup: int) -> dict:
     cfg = TrainConfig(**values)
     with tempfile.TemporaryDirectory() as tmp:
@@ -79,12 +90,14 @@ def bench(name: str, values: dict, steps: int, warmup: int) -> dict:
         trainer = Trainer(cfg, progress=False)
         for _ in range(warmup):
             sync(trainer.train_step())
+        rss_warm = resident_mb()
         times = []
         for _ in range(steps):
             start = time.perf_counter()
             sync(trainer.train_step())
             times.append(time.perf_counter() - start)
         step_s = statistics.median(times)
+        rss_end = resident_mb()
 
         generator = trainer.objective.generator
         generator.eval()
@@ -122,6 +135,8 @@ def bench(name: str, values: dict, steps: int, warmup: int) -> dict:
             "walk_frames_per_s": round(len(walk) / statistics.median(map(sum, zip(generate_s, encode_s))), 1),
             "walk_generate_frames_per_s": round(len(walk) / statistics.median(generate_s), 1),
             "walk_encode_frames_per_s": round(len(walk) / statistics.median(encode_s), 1),
+            "rss_mb_after_warmup": None if rss_warm is None else round(rss_warm),
+            "rss_growth_mb_per_step": None if rss_warm is None else round((rss_end - rss_warm) / steps, 1),
             "paddle": paddle.__version__,
         }
 
