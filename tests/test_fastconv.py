@@ -200,7 +200,8 @@ def test_the_gradient_penalty_frees_its_graph(onednn, norm):
     once the step's tensors go out of scope. A PyLayer that keeps its own output on its context
     (outside save_for_backward) makes a cycle through Paddle's C++ graph that no garbage
     collector sees; the layer norm once did, and WGAN-GP then leaked every step's activations
-    (about 70 MB a generator step at 96 px, until the process ran out of memory)."""
+    (57-60 MB a generator step of wgan_gp_96 in bench_train.py, until the process ran out of
+    memory)."""
     import gc
     import weakref
 
