@@ -7,7 +7,7 @@ from operations Paddle differentiates twice (elementwise ops, means and batched 
 products), so the WGAN-GP and R1 penalties work through it. The random draws come from Paddle's
 global RNG, which snapshots capture: a resumed run draws the same augmentations.
 
-    --set augment=translation,cutout,color     (any subset, in any order)
+    --set augment=translation,cutout,color     (any subset, in any order; also flip)
     --set augment_p=0.5                         (each image is augmented with this probability)
 """
 from __future__ import annotations
@@ -79,8 +79,18 @@ def cutout(x):
     return x * keep.expand([n, c, h, w])
 
 
+def flip(x):
+    """Mirror each image left-right with probability 1/2; x (N, C, H, W). A batched product with
+    either the identity or the exchange matrix, differentiable to any order like ``translation``."""
+    n, _, _, w = x.shape
+    mirrored = (paddle.rand([n, 1, 1, 1]) < 0.5).astype(x.dtype)
+    identity = paddle.eye(w, dtype=x.dtype).reshape([1, 1, w, w])
+    exchange = paddle.flip(identity, axis=[3])
+    return paddle.matmul(x, mirrored * exchange + (1.0 - mirrored) * identity)
+
+
 # The one registry: name -> transform of (N, C, H, W) float32 images. Applied in this order.
-AUGMENTS = {"color": color, "translation": translation, "cutout": cutout}
+AUGMENTS = {"color": color, "translation": translation, "cutout": cutout, "flip": flip}
 
 
 def parse(names: str) -> list[str]:

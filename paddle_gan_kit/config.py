@@ -89,6 +89,10 @@ class TrainConfig:
     # DiffAugment (Zhao et al. 2020) of everything D sees: any of "color,translation,cutout"; "" = off
     augment: str = ""
     augment_p: float = 1.0  # probability that an image D sees is augmented
+    # balanced consistency regularisation (bCR, Zhao et al. 2021): weight * (E[(D(T(x)) - D(x))^2]
+    # on real + the same on generated images), T drawn from cr_augment; 0 = off (the paper: 10)
+    cr_weight: float = 0.0
+    cr_augment: str = "translation,flip"  # T: any of the augmentations, applied after `augment`
 
     # --- optimisation --------------------------------------------------------------------
     steps: int = 10000  # total generator updates of the run; --resume continues up to this
@@ -148,7 +152,8 @@ class TrainConfig:
 # VisualDL), and the data path (AI Studio mounts the same dataset under new paths).
 RESUMABLE_KEYS = frozenset(
     {"steps", "snapshot_every", "keep_snapshots", "sample_every", "log_every", "device", "out",
-     "eval_every", "eval_weights", "amp", "lr_g", "lr_d", "gp_weight", "r1_gamma", "lecam_weight", "data",
+     "eval_every", "eval_weights", "amp", "lr_g", "lr_d", "gp_weight", "r1_gamma", "lecam_weight", "cr_weight",
+     "data",
      "conv_backend"}
 )
 
@@ -295,6 +300,11 @@ def validate(cfg: TrainConfig) -> None:
     if bad:
         raise GanKitError(f"unknown augmentation {bad[0]!r} in augment; use any of {','.join(augment.AUGMENTS)} "
                           "(comma-separated), e.g. --set augment=translation,cutout,color")
+    bad = augment.unknown(cfg.cr_augment)
+    if cfg.cr_weight < 0 or bad or not augment.parse(cfg.cr_augment):
+        raise GanKitError(f"cr_weight must be >= 0 and cr_augment name augmentations, got {cfg.cr_weight} and "
+                          f"{cfg.cr_augment!r}; use e.g. --set cr_weight=10 --set cr_augment=translation,flip "
+                          f"(any of {','.join(augment.AUGMENTS)})")
     if not 0.0 < cfg.augment_p <= 1.0:
         raise GanKitError(f"augment_p must be in (0, 1], got {cfg.augment_p}")
 

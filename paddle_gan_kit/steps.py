@@ -3,7 +3,8 @@ one generator update does with them.
 
 One class serves every objective, because DCGAN and WGAN-GP differ only in parts it composes:
 the loss (``losses.LOSSES[cfg.loss]``), the penalties on D (``losses.REGULARISERS`` with a
-weight above zero, and ``losses.LeCam``) and the number of D updates per G update. A new loss or
+weight above zero, ``losses.LeCam``, and bCR's consistency term, which needs the images D saw and
+so lives here) and the number of D updates per G update. A new loss or
 penalty is a function and a registry entry in ``losses.py``; the step and the training loop stay
 as they are.
 """
@@ -86,6 +87,7 @@ class AdversarialStep:
         if cfg.lecam_weight > 0:
             self.lecam = losses.LeCam(cfg.lecam_decay, reduce=self._mean_over_ranks if world_size > 1 else None)
         self.augment = DiffAugment(cfg.augment, cfg.augment_p)
+        self.consistency_transform = DiffAugment(cfg.cr_augment)  # bCR's T (used when cr_weight > 0)
         self.updates = 0  # generator updates so far (the EMA's ramp-up counts them)
         # weights are seeded by cfg.seed, identical on every rank
         paddle.seed(cfg.seed)
@@ -150,9 +152,13 @@ class AdversarialStep:
             else:
                 with paddle.no_grad():
                     fake = self._g(self.noise(real.shape[0]))
-            d_real, d_fake = self._d(real), self._d(fake.detach())  # (B,) logits or scores
+            real_seen, fake_seen = self.augment(real), self.augment(fake.detach())  # what D sees
+            d_real, d_fake = self._score(real_seen), self._score(fake_seen)  # (B,) logits or scores
             loss_d = loss.d_loss(d_real, d_fake, cfg.label_smoothing)
             terms = {}
+            if cfg.cr_weight > 0:
+                terms["cr"] = self._consistency(real_seen, d_real) + self._consistency(fake_seen, d_fake)
+                loss_d = loss_d + cfg.cr_weight * terms["cr"]
             for name, reg in self.regularisers:
                 # under float16 the penalty's inner backward is scaled like the loss, so small
                 # input gradients do not underflow; the norm is taken in float32 after unscaling
@@ -181,12 +187,23 @@ class AdversarialStep:
         return paddle.amp.auto_cast(enable=True, dtype=self.cfg.amp, level="O1")
 
     def _d(self, images):
-        """D/critic logits or scores (B,) float32 of the (augmented) images; the network itself
+        """D/critic logits or scores (B,) float32 of the (augmented) images."""
+        return self._score(self.augment(images))
+
+    def _score(self, images):
+        """D/critic logits or scores (B,) float32 of the images as given; the network itself
         runs under autocast."""
-        images = self.augment(images)
         with self._autocast():
             out = self.D(images)
         return out if self.cfg.amp == "off" else out.astype("float32")
+
+    def _consistency(self, seen, scores):
+        """bCR's term for one side (Zhao et al. 2021, "Improved Consistency Regularization for
+        GANs"): E[(D(T(x)) - D(x))^2] over the images D saw (``seen``, (B, C, H, W)) and its
+        outputs on them (``scores``, (B,)), T drawn from ``cr_augment``. Both outputs carry
+        gradients, as in the paper: D learns to give an image and its transform the same score."""
+        diff = self._score(self.consistency_transform(seen)) - scores
+        return paddle.mean(diff * diff)
 
     def _g(self, z):
         """G(z) as float32 images (B, C, H, W); the network itself runs under autocast."""

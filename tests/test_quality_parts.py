@@ -1,5 +1,5 @@
-"""The parts of the better-samples recipes: DiffAugment, spectral norm, the hinge loss, R1, the
-EMA generator with its ramp-up and measured BatchNorm statistics, upsample-then-convolve, and
+"""The parts of the better-samples recipes: DiffAugment, consistency regularisation (bCR),
+spectral norm, the hinge loss, R1, the EMA generator with its ramp-up and measured BatchNorm statistics, upsample-then-convolve, and
 bit-exact resume with all of them on."""
 import numpy as np
 import paddle
@@ -94,7 +94,7 @@ def test_diffaugment_is_differentiable_twice(channels, backend):
 
 def _check_diffaugment_twice(channels):
     paddle.seed(2)
-    aug = augment.DiffAugment("translation,cutout,color")
+    aug = augment.DiffAugment("translation,cutout,color,flip")
     G = Generator(16, channels, 8, 4, 16)
     z = paddle.randn([3, 8])
     out = aug(G(z)).sum()
@@ -110,6 +110,15 @@ def _check_diffaugment_twice(channels):
         assert sum(float(p.grad.abs().sum()) > 0 for p in D.parameters() if p.grad is not None) >= 3
 
 
+def test_flip_mirrors_about_half_the_images_and_keeps_the_others():
+    paddle.seed(4)
+    x = paddle.rand([64, 3, 5, 7])
+    out, xs = augment.flip(x).numpy(), x.numpy()
+    mirrored = np.array([np.array_equal(out[i], xs[i, :, :, ::-1]) for i in range(64)])
+    kept = np.array([np.array_equal(out[i], xs[i]) for i in range(64)])
+    assert (mirrored ^ kept).all() and 16 < mirrored.sum() < 48
+
+
 def test_augment_p_mixes_augmented_and_plain_images():
     paddle.seed(3)
     x = paddle.rand([64, 3, 8, 8])
@@ -119,8 +128,66 @@ def test_augment_p_mixes_augmented_and_plain_images():
 
 
 def test_unknown_augmentations_are_one_line(tmp_path, tiny_npy):
-    result = run_cli("paddle_gan_kit.train", "--data", tiny_npy, "--out", tmp_path / "r", "--set", "augment=flip,color")
-    assert_one_line_error(result, "unknown augmentation 'flip' in augment", "translation", "cutout")
+    result = run_cli("paddle_gan_kit.train", "--data", tiny_npy, "--out", tmp_path / "r", "--set", "augment=rotate,color")
+    assert_one_line_error(result, "unknown augmentation 'rotate' in augment", "translation", "cutout", "flip")
+    assert not (tmp_path / "r").exists()
+
+
+# --- consistency regularisation (bCR) -------------------------------------------------------------
+
+def _cr_step(**overrides):
+    cfg = TrainConfig(model="dcgan", size=16, channels=3, z_dim=8, g_channels=4, d_channels=4, batch_size=8,
+                      **overrides).resolve()
+    return AdversarialStep(cfg)
+
+
+def test_consistency_term_is_the_mean_squared_change_of_d_under_the_transform():
+    nets = _cr_step(cr_weight=10.0, cr_augment="translation,flip")
+    paddle.seed(5)
+    x = paddle.rand([8, 3, 16, 16]) * 2 - 1
+    scores = nets._score(x)
+    paddle.seed(6)
+    term = nets._consistency(x, scores)
+    paddle.seed(6)  # the same draws of T
+    transformed = augment.flip(augment.translation(x))
+    expected = np.mean((nets._score(transformed).numpy() - scores.numpy()) ** 2)
+    assert float(term) == pytest.approx(expected, rel=1e-5) and expected > 0
+    term.backward()  # both outputs carry gradients into D, so every weight gets one...
+    trained = [(name, p) for name, p in nets.discriminator.named_parameters() if not p.stop_gradient]
+    assert all(float(p.grad.abs().sum()) > 0 for name, p in trained[:-1]), [name for name, _ in trained]
+    last_name, last_bias = trained[-1]  # ...except the output's bias, which cancels in the difference
+    assert last_name.endswith("bias") and float(last_bias.grad.abs().sum()) == 0
+
+
+def test_consistency_adds_its_weighted_term_to_d_and_only_when_on():
+    """Same seed, same draws up to D's loss: with cr_weight the logged D loss is the plain loss
+    (recomputed from the logged D outputs) plus cr_weight x the logged term."""
+    real = [paddle.rand([8, 3, 16, 16]) * 2 - 1]
+    on = _cr_step(cr_weight=10.0).step(real)
+    off = _cr_step().step(real)
+    assert "cr" in on and "cr" not in off and float(on["cr"]) > 0
+    p_real, p_fake = float(on["d_real"]), float(on["d_fake"])
+    assert p_real == pytest.approx(float(off["d_real"]), rel=1e-6)  # the terms come after D's outputs
+    assert float(on["loss_d"]) > float(off["loss_d"])
+    assert float(on["loss_d"]) - 10.0 * float(on["cr"]) == pytest.approx(float(off["loss_d"]), rel=1e-5)
+
+
+def test_consistency_trains_logs_and_is_off_by_default(tmp_path, tiny_npy):
+    paddle_gan_kit.train(tiny_config(tmp_path / "on", "dcgan", tiny_npy, steps=4, cr_weight=10.0, augment="color",
+                                     snapshot_every=4, log_every=1), progress=False)
+    history = params_of(str(tmp_path / "on"), 4)["history"]
+    assert [row["step"] for row in history] == [1, 2, 3, 4]
+    assert all(np.isfinite(row["cr"]) and row["cr"] > 0 for row in history)
+    assert TrainConfig().cr_weight == 0
+
+
+def test_bad_consistency_options_are_one_line(tmp_path, tiny_npy):
+    for setting in ("cr_weight=-1", "cr_augment=rotate"):
+        result = run_cli("paddle_gan_kit.train", "--data", tiny_npy, "--out", tmp_path / "r", "--set", "cr_weight=10",
+                         "--set", setting)
+        assert_one_line_error(result, "cr_weight must be >= 0 and cr_augment name augmentations",
+                              "--set cr_weight=10 --set cr_augment=translation,flip")
+        assert not (tmp_path / "r").exists()
 
 
 # --- spectral norm, hinge, R1 ---------------------------------------------------------------------
@@ -411,14 +478,14 @@ def test_resnet_critic_takes_the_gradient_penalty_and_r1(model, d_norm, monkeypa
 
 ALL_ON = dict(augment="translation,cutout,color", augment_p=0.8, d_norm="spectral", loss="hinge", r1_gamma=0.5,
               ema_decay=0.9, ema_rampup=0.05, g_upsample="nearest", g_skip=True, lr_d=4e-4, lr_g=1e-4,
-              lecam_weight=0.3)
+              lecam_weight=0.3, cr_weight=10.0, cr_augment="translation,flip,color")
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("model,extra", [("dcgan", ALL_ON), ("wgan_gp", dict(augment="translation,cutout,color",
                                                                              ema_decay=0.9, ema_rampup=0.05,
                                                                              g_upsample="nearest", r1_gamma=0.1,
-                                                                             d_mbstd=2)),
+                                                                             d_mbstd=2, cr_weight=1.0)),
                                          ("dcgan", dict(g_arch="resnet", d_arch="resnet", g_upsample="nearest",
                                                         augment="translation,color", ema_decay=0.9, ema_rampup=0.05,
                                                         r1_gamma=0.1, d_mbstd=2))])
