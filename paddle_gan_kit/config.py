@@ -86,7 +86,7 @@ class TrainConfig:
     lecam_weight: float = 0.0
     lecam_decay: float = 0.99  # decay of those averages per D update (the reference code's 0.99)
     label_smoothing: float = 0.0  # one-sided: real target 1 - this (Salimans et al. 2016: 0.1)
-    # DiffAugment (Zhao et al. 2020) of everything D sees: any of "color,translation,cutout"; "" = off
+    # DiffAugment (Zhao et al. 2020) of everything D sees: any of "color,translation,cutout,flip"; "" = off
     augment: str = ""
     augment_p: float = 1.0  # probability that an image D sees is augmented
     # balanced consistency regularisation (bCR, Zhao et al. 2021): weight * (E[(D(T(x)) - D(x))^2]
