@@ -153,8 +153,7 @@ class TrainConfig:
 RESUMABLE_KEYS = frozenset(
     {"steps", "snapshot_every", "keep_snapshots", "sample_every", "log_every", "device", "out",
      "eval_every", "eval_weights", "amp", "lr_g", "lr_d", "gp_weight", "r1_gamma", "lecam_weight", "cr_weight",
-     "data",
-     "conv_backend"}
+     "data", "conv_backend"}
 )
 
 _CHOICES = {
