@@ -9,6 +9,7 @@ global RNG, which snapshots capture: a resumed run draws the same augmentations.
 
     --set augment=translation,cutout,color     (any subset, in any order; also flip)
     --set augment_p=0.5                         (each image is augmented with this probability)
+    --set color_strength=0.5                    (colour ranges scaled towards no change)
 """
 from __future__ import annotations
 
@@ -20,8 +21,10 @@ TRANSLATION_RATIO = 0.125
 CUTOUT_RATIO = 0.5
 
 
-def color(x):
+def color(x, strength: float = 1.0):
     """Random brightness, saturation (colour images only) and contrast per image; x (N, C, H, W).
+    ``strength`` scales each range about "no change": brightness +-0.5 s, saturation x[1 - s,
+    1 + s], contrast x[1 - s/2, 1 + s/2] (1: Zhao et al.'s ranges, drawn exactly as before).
 
     Zhao et al. apply them in turn: x + b, then (x - mean over channels) * s + that mean, then
     (x - mean over everything) * k + that mean. Saturation keeps the overall mean, so the three
@@ -33,6 +36,10 @@ def color(x):
     brightness = paddle.rand([n, 1, 1]) - 0.5
     saturation = paddle.rand([n, 1, 1]) * 2.0 if c > 1 else None
     contrast = paddle.rand([n, 1, 1]) + 0.5
+    if strength != 1.0:  # same draws, ranges shrunk (or widened) about the identity
+        brightness = brightness * strength
+        saturation = None if saturation is None else 1.0 + (saturation - 1.0) * strength
+        contrast = 1.0 + (contrast - 1.0) * strength
     flat = x.reshape([n, c, h * w])
     channel_means = paddle.matmul(flat, paddle.full([h * w, 1], 1.0 / (h * w)))  # (N, C, 1)
     mean = paddle.matmul(paddle.full([1, c], 1.0 / c), channel_means)  # (N, 1, 1)
@@ -106,10 +113,10 @@ def unknown(names: str) -> list[str]:
 
 class DiffAugment:
     """The configured transforms as one callable; ``p`` < 1 augments each image with
-    probability ``p`` (the others pass unchanged)."""
+    probability ``p`` (the others pass unchanged); ``color_strength`` scales colour's ranges."""
 
-    def __init__(self, names: str, p: float = 1.0):
-        self.names, self.p = parse(names), float(p)
+    def __init__(self, names: str, p: float = 1.0, color_strength: float = 1.0):
+        self.names, self.p, self.color_strength = parse(names), float(p), float(color_strength)
 
     def __bool__(self) -> bool:
         return bool(self.names) and self.p > 0
@@ -119,7 +126,7 @@ class DiffAugment:
             return x
         out = x
         for name in self.names:
-            out = AUGMENTS[name](out)
+            out = color(out, self.color_strength) if name == "color" else AUGMENTS[name](out)
         if self.p < 1.0:
             keep = (paddle.rand([x.shape[0], 1, 1, 1]) < self.p).astype(x.dtype).expand(x.shape)
             out = keep * out + (1.0 - keep) * x

@@ -86,7 +86,7 @@ class AdversarialStep:
         self.lecam = None
         if cfg.lecam_weight > 0:
             self.lecam = losses.LeCam(cfg.lecam_decay, reduce=self._mean_over_ranks if world_size > 1 else None)
-        self.augment = DiffAugment(cfg.augment, cfg.augment_p)
+        self.augment = DiffAugment(cfg.augment, cfg.augment_p, cfg.color_strength)
         self.consistency_transform = DiffAugment(cfg.cr_augment)  # bCR's T (used when cr_weight > 0)
         self.updates = 0  # generator updates so far (the EMA's ramp-up counts them)
         # weights are seeded by cfg.seed, identical on every rank
