@@ -42,22 +42,23 @@ def test_cutout_zeroes_one_square_and_color_keeps_shapes():
         assert augment.color(paddle.rand([2, channels, 8, 8])).shape == [2, channels, 8, 8]
 
 
-@pytest.mark.parametrize("channels", [1, 3])
-def test_color_equals_brightness_then_saturation_then_contrast(channels):
+@pytest.mark.parametrize("channels,strength", [(1, 1.0), (3, 1.0), (3, 0.25)])
+def test_color_equals_brightness_then_saturation_then_contrast(channels, strength):
     """The folded one-map colour transform equals Zhao et al.'s three steps in turn, for the same
-    draws (same seed), and so do its input gradients."""
+    draws (same seed), and so do its input gradients; ``strength`` s draws brightness in
+    +-0.5 s, saturation in [1 - s, 1 + s] and contrast in [1 - s/2, 1 + s/2]."""
     def stepwise(x):
         n = x.shape[0]
-        x = x + (paddle.rand([n, 1, 1, 1]) - 0.5)
+        x = x + (paddle.rand([n, 1, 1, 1]) - 0.5) * strength
         if channels > 1:
             mean = x.mean(axis=1, keepdim=True)
-            x = (x - mean) * (paddle.rand([n, 1, 1, 1]) * 2.0) + mean
+            x = (x - mean) * (1.0 + (paddle.rand([n, 1, 1, 1]) * 2.0 - 1.0) * strength) + mean
         mean = x.mean(axis=[1, 2, 3], keepdim=True)
-        return (x - mean) * (paddle.rand([n, 1, 1, 1]) + 0.5) + mean
+        return (x - mean) * (1.0 + (paddle.rand([n, 1, 1, 1]) - 0.5) * strength) + mean
 
     x0 = paddle.to_tensor(np.random.default_rng(4).normal(size=(5, channels, 8, 12)).astype(np.float32))
     results = []
-    for transform in (augment.color, stepwise):
+    for transform in (lambda x: augment.DiffAugment("color", color_strength=strength)(x), stepwise):
         x = x0.clone()
         x.stop_gradient = False
         paddle.seed(5)
@@ -475,8 +476,8 @@ def test_resnet_critic_takes_the_gradient_penalty_and_r1(model, d_norm, monkeypa
         np.testing.assert_allclose(ours, reference, rtol=1e-4, atol=1e-6 * np.abs(reference).max())
 
 
-ALL_ON = dict(augment="translation,cutout,color", augment_p=0.8, d_norm="spectral", loss="hinge", r1_gamma=0.5,
-              ema_decay=0.9, ema_rampup=0.05, g_upsample="nearest", g_skip=True, lr_d=4e-4, lr_g=1e-4,
+ALL_ON = dict(augment="translation,cutout,color", augment_p=0.8, color_strength=0.5, d_norm="spectral", loss="hinge",
+              r1_gamma=0.5, ema_decay=0.9, ema_rampup=0.05, g_upsample="nearest", g_skip=True, lr_d=4e-4, lr_g=1e-4,
               lecam_weight=0.3, cr_weight=10.0, cr_augment="translation,flip,color")
 
 
@@ -523,3 +524,6 @@ def test_bad_option_values_are_one_line():
         TrainConfig(d_mbstd=-1).resolve()
     with pytest.raises(GanKitError, match=r"augment_p must be in \(0, 1\]"):
         TrainConfig(augment="color", augment_p=0.0).resolve()
+    for strength in (0.0, 1.5):
+        with pytest.raises(GanKitError, match=rf"color_strength must be in \(0, 1\], got {strength}; e.g. --set"):
+            TrainConfig(augment="color", color_strength=strength).resolve()
