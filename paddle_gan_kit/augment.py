@@ -24,7 +24,8 @@ CUTOUT_RATIO = 0.5
 def color(x, strength: float = 1.0):
     """Random brightness, saturation (colour images only) and contrast per image; x (N, C, H, W).
     ``strength`` scales each range about "no change": brightness +-0.5 s, saturation x[1 - s,
-    1 + s], contrast x[1 - s/2, 1 + s/2] (1: Zhao et al.'s ranges, drawn exactly as before).
+    1 + s], contrast x[1 - s/2, 1 + s/2] (1: Zhao et al.'s ranges, drawn exactly as before;
+    above 1 a negative saturation turns some images towards their complementary colours).
 
     Zhao et al. apply them in turn: x + b, then (x - mean over channels) * s + that mean, then
     (x - mean over everything) * k + that mean. Saturation keeps the overall mean, so the three

@@ -89,7 +89,7 @@ class TrainConfig:
     # DiffAugment (Zhao et al. 2020) of everything D sees: any of "color,translation,cutout,flip"; "" = off
     augment: str = ""
     augment_p: float = 1.0  # probability that an image D sees is augmented
-    color_strength: float = 1.0  # scales `color`'s ranges (1: DiffAugment's; 0.5: half as wide)
+    color_strength: float = 1.0  # scales `color`'s ranges, in (0, 2] (1: DiffAugment's; 0.5: half as wide)
     # balanced consistency regularisation (bCR, Zhao et al. 2021): weight * (E[(D(T(x)) - D(x))^2]
     # on real + the same on generated images), T drawn from cr_augment; 0 = off (the paper: 10)
     cr_weight: float = 0.0
@@ -307,8 +307,8 @@ def validate(cfg: TrainConfig) -> None:
                           f"(any of {','.join(augment.AUGMENTS)})")
     if not 0.0 < cfg.augment_p <= 1.0:
         raise GanKitError(f"augment_p must be in (0, 1], got {cfg.augment_p}")
-    if not 0.0 < cfg.color_strength <= 1.0:
-        raise GanKitError(f"color_strength must be in (0, 1], got {cfg.color_strength}; e.g. --set color_strength=0.5")
+    if not 0.0 < cfg.color_strength <= 2.0:
+        raise GanKitError(f"color_strength must be in (0, 2], got {cfg.color_strength}; e.g. --set color_strength=0.5")
 
 
 def load_yaml(path: str) -> dict:

@@ -524,6 +524,6 @@ def test_bad_option_values_are_one_line():
         TrainConfig(d_mbstd=-1).resolve()
     with pytest.raises(GanKitError, match=r"augment_p must be in \(0, 1\]"):
         TrainConfig(augment="color", augment_p=0.0).resolve()
-    for strength in (0.0, 1.5):
-        with pytest.raises(GanKitError, match=rf"color_strength must be in \(0, 1\], got {strength}; e.g. --set"):
+    for strength in (0.0, 2.5):
+        with pytest.raises(GanKitError, match=rf"color_strength must be in \(0, 2\], got {strength}; e.g. --set"):
             TrainConfig(augment="color", color_strength=strength).resolve()
