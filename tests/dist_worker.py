@@ -1,7 +1,7 @@
 """Worker for the multi-process tests, started by ``paddle.distributed.launch`` (or plainly).
 
-``python tests/dist_worker.py fit OUT DATA STEPS`` trains a tiny run and saves each rank's
-parameters; ``... equiv OUT GLOBAL_BATCH`` makes one WGAN-GP critic update on fixed inputs,
+``python tests/dist_worker.py fit OUT DATA STEPS MODEL [KEY=VALUE ...]`` trains a tiny run and
+saves each rank's parameters; ``... equiv OUT GLOBAL_BATCH`` makes one WGAN-GP critic update on fixed inputs,
 each rank taking its slice of the global batch (with LeCam on), and saves the critic's
 parameters and gradients.
 """
@@ -15,7 +15,7 @@ import numpy as np  # noqa: E402
 import paddle  # noqa: E402
 
 from paddle_gan_kit import losses  # noqa: E402
-from paddle_gan_kit.config import TrainConfig  # noqa: E402
+from paddle_gan_kit.config import TrainConfig, parse_set  # noqa: E402
 from paddle_gan_kit.trainer import Trainer  # noqa: E402
 
 TINY = dict(size=16, g_channels=8, d_channels=8, z_dim=16, n_samples=16, log_every=1,
@@ -68,8 +68,7 @@ def equiv(out, global_batch):
 if __name__ == "__main__":
     mode = sys.argv[1]
     if mode == "fit":
-        extra = dict(kv.split("=", 1) for kv in sys.argv[6:])
-        extra = {k: (v == "true") if v in ("true", "false") else v for k, v in extra.items()}
+        extra = parse_set(sys.argv[6:])  # typed as --set types them
         fit(sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5], extra)
     else:
         equiv(sys.argv[2], sys.argv[3])

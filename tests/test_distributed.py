@@ -24,8 +24,11 @@ def launch(tmp_path, *args, nproc=2):
 
 
 def test_two_ranks_stay_identical_and_write_one_set_of_files(tmp_path, tiny_npy):
+    """Two ranks with DiffAugment and consistency regularisation on (their extra D passes run
+    under paddle.DataParallel before the backward, like the penalty's)."""
     out = tmp_path / "run"
-    logs = launch(tmp_path, "tests/dist_worker.py", "fit", out, tiny_npy, 3, "wgan_gp")
+    logs = launch(tmp_path, "tests/dist_worker.py", "fit", out, tiny_npy, 3, "wgan_gp",
+                  "augment=translation,color", "cr_weight=2", "cr_augment=translation,flip")
     assert "x 2 ranks" in logs
     a, b = np.load(out / "params_rank0.npz"), np.load(out / "params_rank1.npz")
     assert a.files == b.files
@@ -34,7 +37,8 @@ def test_two_ranks_stay_identical_and_write_one_set_of_files(tmp_path, tiny_npy)
     assert len(glob.glob(str(out / "vdl" / "vdlrecords.*"))) == 1
     assert [s for s, _ in snapshot.list_snapshots(str(out / "snapshots"))] == [2, 3]
     assert sorted(os.listdir(out / "samples")) == ["step_00000000.png", "step_00000002.png", "step_00000003.png"]
-    assert open(out / "train.log").read().count("done: step 3") == 1
+    log = open(out / "train.log").read()
+    assert log.count("done: step 3") == 1 and log.count(" cr ") == 3  # the bCR term, logged each step
 
     # resume the 2-rank run on 1 process: continues from step 3 with the same weights
     result = run_cli("paddle_gan_kit.train", "--out", out, "--resume", "--steps", 5, "--no-progress")
