@@ -71,6 +71,9 @@ class TrainConfig:
     # every resolution adds its own RGB output (StyleGAN2's skip generator): colour and layout
     # from the low resolutions early, detail later
     g_skip: bool = False
+    # every BatchNorm's output in G scaled and shifted by an MLP of the latent (self-modulation,
+    # Chen et al. 2019); the DCGAN generator only
+    g_self_modulation: bool = False
     # "dcgan" (Radford et al. 2015) or "resnet": residual blocks at every stage (the CIFAR ResNets
     # of SNGAN and WGAN-GP: Miyato et al. 2018, Gulrajani et al. 2017); same widths, a step about
     # 6x the DCGAN's on the CPU at 32 px
@@ -273,6 +276,9 @@ def validate(cfg: TrainConfig) -> None:
         raise GanKitError(f"eval_every must be >= 0 and eval_n >= 2, got {cfg.eval_every} and {cfg.eval_n}")
     if cfg.g_skip and cfg.g_arch != "dcgan":
         raise GanKitError("g_skip adds skip outputs to the DCGAN generator only; use g_arch=dcgan or g_skip=false")
+    if cfg.g_self_modulation and (cfg.g_arch != "dcgan" or cfg.g_skip):
+        raise GanKitError("g_self_modulation modulates the plain DCGAN generator only; use g_arch=dcgan and "
+                          "g_skip=false, or g_self_modulation=false")
     if cfg.d_mbstd < 0:
         raise GanKitError(f"d_mbstd must be >= 0 (0 = off, else the group size, 4 is common), got {cfg.d_mbstd}")
     if cfg.n_critic is not None and cfg.n_critic < 1:

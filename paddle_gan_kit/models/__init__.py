@@ -5,16 +5,18 @@ from __future__ import annotations
 import numpy as np
 
 from paddle_gan_kit.errors import GanKitError
-from paddle_gan_kit.models.dcgan import Discriminator, Generator, SkipGenerator
+from paddle_gan_kit.models.dcgan import Discriminator, Generator, SelfModulation, SkipGenerator
 from paddle_gan_kit.models.init import count_parameters, init_weights
 from paddle_gan_kit.models.resnet import ResNetDiscriminator, ResNetGenerator
 
 
 def build_generator(cfg):
     """The generator for ``cfg`` (architecture, size, channels, z_dim, widths, upsampling, skip
-    outputs), initialised."""
+    outputs or self-modulation), initialised."""
     kind = ResNetGenerator if cfg.g_arch == "resnet" else SkipGenerator if cfg.g_skip else Generator
-    return init_weights(kind(cfg.size, cfg.channels, cfg.z_dim, cfg.g_channels, cfg.max_channels, cfg.g_upsample))
+    extra = {"self_modulation": True} if cfg.g_self_modulation else {}
+    return init_weights(kind(cfg.size, cfg.channels, cfg.z_dim, cfg.g_channels, cfg.max_channels, cfg.g_upsample,
+                             **extra))
 
 
 def build_discriminator(cfg):
@@ -45,5 +47,5 @@ def load_weights(model, state: dict, origin: str) -> None:
     model.set_state_dict({k: np.asarray(state[k]) for k in own})
 
 
-__all__ = ["Discriminator", "Generator", "ResNetDiscriminator", "ResNetGenerator", "SkipGenerator",
+__all__ = ["Discriminator", "Generator", "ResNetDiscriminator", "ResNetGenerator", "SelfModulation", "SkipGenerator",
            "build_discriminator", "build_generator", "count_parameters", "init_weights", "load_weights", "state_arrays"]

@@ -41,15 +41,36 @@ def _up_block(c_in: int, c_out: int, upsample: str) -> list:
     return [*upsample_conv(c_in, c_out, upsample, bias=False), BatchNorm2D(c_out), ReLU()]
 
 
+class SelfModulation(nn.Layer):
+    """Self-modulation (Chen et al. 2019): a BatchNorm's output x (N, C, H, W) scaled and shifted
+    per sample by functions of that sample's latent z, x (1 + gamma(z)) + beta(z), where gamma and
+    beta come from one MLP z -> ``hidden`` (ReLU) -> 2C. Global traits (a stone's one colour)
+    then reach every stage directly from z instead of through the convolutions alone."""
+
+    def __init__(self, z_dim: int, channels: int, hidden: int = 32):
+        super().__init__()
+        self.hidden, self.out = nn.Linear(z_dim, hidden), nn.Linear(hidden, 2 * channels)
+
+    def forward(self, x, z):
+        gamma, beta = paddle.chunk(self.out(paddle.nn.functional.relu(self.hidden(z))), 2, axis=1)  # (N, C) each
+        n, c = gamma.shape
+        # expanded to x's shape first: Paddle's CPU broadcasts of (N, C, 1, 1) are slow
+        gamma = gamma.reshape([n, c, 1, 1]).expand(x.shape)
+        beta = beta.reshape([n, c, 1, 1]).expand(x.shape)
+        return x + x * gamma + beta
+
+
 class Generator(nn.Layer):
     """z (N, z_dim) float32 -> images (N, C, size, size) float32 in [-1, 1] (tanh).
 
     ``upsample``: "transposed" (DCGAN's strided transposed convs) or "nearest" (upsample, then
-    a 3x3 conv).
+    a 3x3 conv). ``self_modulation``: every BatchNorm's output is modulated by the latent
+    (``SelfModulation``).
     """
 
     def __init__(self, size: int = 64, channels: int = 3, z_dim: int = 100,
-                 base_channels: int = 64, max_channels: int = 512, upsample: str = "transposed"):
+                 base_channels: int = 64, max_channels: int = 512, upsample: str = "transposed",
+                 self_modulation: bool = False):
         super().__init__()
         s0, k = parse_size(size)
         self.size, self.channels, self.z_dim = size, channels, z_dim
@@ -62,10 +83,19 @@ class Generator(nn.Layer):
             nn.Tanh(),
         ]
         self.net = nn.Sequential(*layers)
+        self.modulations = nn.LayerList([SelfModulation(z_dim, layer.weight.shape[0]) for layer in layers
+                                         if isinstance(layer, BatchNorm2D)]) if self_modulation else None
 
     def forward(self, z):
         x = z.reshape([z.shape[0], self.z_dim, 1, 1])  # (N, z_dim, 1, 1)
-        return run_layers(self.net, x)  # (N, C, size, size)
+        if self.modulations is None:
+            return run_layers(self.net, x)  # (N, C, size, size)
+        modulations = iter(self.modulations)
+        for layer in self.net:
+            x = layer(x)
+            if isinstance(layer, BatchNorm2D):
+                x = next(modulations)(x, z)
+        return x  # (N, C, size, size)
 
 
 class SkipGenerator(nn.Layer):
