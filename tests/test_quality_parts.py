@@ -11,9 +11,11 @@ from paddle_gan_kit.config import TrainConfig, parse_size
 from paddle_gan_kit.errors import GanKitError
 from paddle_gan_kit.models import build_discriminator, build_generator, resnet
 from paddle_gan_kit.models.dcgan import Discriminator, Generator
-from paddle_gan_kit.models.layers import MinibatchStd, NearestUpsample2x, SpectralConv2D, UpsampleConv2D
+from paddle_gan_kit.models import SelfModulation, init_weights
+from paddle_gan_kit.models.layers import BatchNorm2D, MinibatchStd, NearestUpsample2x, SpectralConv2D, UpsampleConv2D
 from paddle_gan_kit.models.resnet import DownBlock, ResNetDiscriminator, ResNetGenerator, UpBlock, avg_pool2x
 from paddle_gan_kit.steps import AdversarialStep, recalibrate_batchnorm
+from paddle_gan_kit.trainer import Trainer
 from conftest import assert_one_line_error, conv_backend, params_of, run_cli, tiny_config
 
 
@@ -405,6 +407,49 @@ def test_skip_generator_sums_rgb_from_every_resolution(size):
     assert not np.allclose(G(z).numpy(), before)
 
 
+def test_self_modulation_scales_and_shifts_each_batchnorm_by_the_latent():
+    """With the modulation MLPs' last layers zeroed the generator is the plain one with the same
+    weights; otherwise each BatchNorm output x becomes x (1 + gamma(z)) + beta(z), per sample."""
+    kw = dict(size=32, channels=3, z_dim=8, g_channels=4, max_channels=16, g_upsample="nearest")
+    paddle.seed(7)
+    G = build_generator(TrainConfig(g_self_modulation=True, **kw).resolve())
+    plain = build_generator(TrainConfig(**kw).resolve())
+    plain.set_state_dict({k: v for k, v in G.state_dict().items() if not k.startswith("modulations.")})
+    norms = [layer for layer in G.net if isinstance(layer, BatchNorm2D)]
+    assert len(G.modulations) == len(norms) == 3 and [m.out.weight.shape[1] for m in G.modulations] == [32, 16, 8]
+    z = paddle.randn([5, 8])
+    G.eval(), plain.eval()
+    with paddle.no_grad():
+        modulated = G(z).numpy()
+        for m in G.modulations:
+            m.out.weight.set_value(np.zeros(m.out.weight.shape, np.float32))
+            m.out.bias.set_value(np.zeros(m.out.bias.shape, np.float32))
+        np.testing.assert_allclose(G(z).numpy(), plain(z).numpy(), rtol=0, atol=1e-6)
+    assert float(np.abs(modulated - plain(z).numpy()).max()) > 1e-3
+
+    m = SelfModulation(8, 6)
+    init_weights(m)
+    x = paddle.randn([5, 6, 3, 3])
+    h = np.maximum(z.numpy() @ m.hidden.weight.numpy() + m.hidden.bias.numpy(), 0)
+    gb = h @ m.out.weight.numpy() + m.out.bias.numpy()  # (5, 12): gamma, then beta
+    want = x.numpy() * (1 + gb[:, :6, None, None]) + gb[:, 6:, None, None]
+    np.testing.assert_allclose(m(x, z).numpy(), want, rtol=1e-5, atol=1e-6)
+
+
+def test_self_modulation_trains_and_is_the_dcgan_generator_only(tmp_path, tiny_npy):
+    trainer = Trainer(tiny_config(tmp_path / "r", "dcgan", tiny_npy, steps=2, g_self_modulation=True), progress=False)
+    trainer.fit()
+    G = trainer.objective.generator
+    assert all(p.grad is not None and float(p.grad.abs().max()) > 0 for p in G.modulations.parameters())
+    with pytest.raises(GanKitError, match="g_self_modulation modulates the plain DCGAN generator only"):
+        TrainConfig(g_self_modulation=True, g_skip=True, g_upsample="nearest").resolve()
+    result = run_cli("paddle_gan_kit.train", "--data", tiny_npy, "--out", tmp_path / "bad", "--set",
+                     "g_self_modulation=true", "--set", "g_arch=resnet")
+    assert_one_line_error(result, "g_self_modulation modulates the plain DCGAN generator only",
+                          "g_self_modulation=false")
+    assert not (tmp_path / "bad").exists()
+
+
 # --- residual nets -----------------------------------------------------------------------------
 
 def _mean_pool(x):  # 2x2 average pooling from reshape and mean, whose double backward is plain autograd
@@ -485,7 +530,8 @@ ALL_ON = dict(augment="translation,cutout,color", augment_p=0.8, color_strength=
 @pytest.mark.parametrize("model,extra", [("dcgan", ALL_ON), ("wgan_gp", dict(augment="translation,cutout,color",
                                                                              ema_decay=0.9, ema_rampup=0.05,
                                                                              g_upsample="nearest", r1_gamma=0.1,
-                                                                             d_mbstd=2, cr_weight=1.0)),
+                                                                             d_mbstd=2, cr_weight=1.0,
+                                                                             g_self_modulation=True)),
                                          ("dcgan", dict(g_arch="resnet", d_arch="resnet", g_upsample="nearest",
                                                         augment="translation,color", ema_decay=0.9, ema_rampup=0.05,
                                                         r1_gamma=0.1, d_mbstd=2))])
