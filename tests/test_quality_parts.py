@@ -418,7 +418,8 @@ def test_self_modulation_scales_and_shifts_each_batchnorm_by_the_latent():
     norms = [layer for layer in G.net if isinstance(layer, BatchNorm2D)]
     assert len(G.modulations) == len(norms) == 3 and [m.out.weight.shape[1] for m in G.modulations] == [32, 16, 8]
     z = paddle.randn([5, 8])
-    G.eval(), plain.eval()
+    G.eval()
+    plain.eval()
     with paddle.no_grad():
         modulated = G(z).numpy()
         for m in G.modulations:
