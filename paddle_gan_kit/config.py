@@ -65,8 +65,8 @@ class TrainConfig:
     d_norm: typing.Optional[str] = None
     # minibatch standard deviation before D's last conv (Karras et al. 2018): the group size, 0 = off
     d_mbstd: int = 0
-    # how G doubles the side: "transposed" (DCGAN's 4x4 stride-2) or "nearest" (upsample + 3x3
-    # conv, which avoids the checkerboard, Odena et al. 2016)
+    # how G doubles the side: "transposed" (DCGAN's 4x4 stride-2), "nearest" or "bilinear"
+    # (upsample + 3x3 conv, which avoids the checkerboard, Odena et al. 2016)
     g_upsample: str = "transposed"
     # every resolution adds its own RGB output (StyleGAN2's skip generator): colour and layout
     # from the low resolutions early, detail later
@@ -74,6 +74,11 @@ class TrainConfig:
     # every BatchNorm's output in G scaled and shifted by an MLP of the latent (self-modulation,
     # Chen et al. 2019); the DCGAN generator only
     g_self_modulation: bool = False
+    # side of the feature map in G / D followed by a self-attention block (SAGAN, Zhang et al.
+    # 2019: every position sees the whole map); 0 = none, else an even side between the
+    # bottleneck and half the image (16 at 32 px); the DCGAN nets only
+    g_attention: int = 0
+    d_attention: int = 0
     # "dcgan" (Radford et al. 2015) or "resnet": residual blocks at every stage (the CIFAR ResNets
     # of SNGAN and WGAN-GP: Miyato et al. 2018, Gulrajani et al. 2017); same widths, a step about
     # 6x the DCGAN's on the CPU at 32 px
@@ -163,7 +168,7 @@ RESUMABLE_KEYS = frozenset(
 _CHOICES = {
     "z_dist": ("normal", "uniform"),
     "d_norm": ("batch", "layer", "instance", "none", "spectral"),
-    "g_upsample": ("transposed", "nearest"),
+    "g_upsample": ("transposed", "nearest", "bilinear"),
     "g_arch": ("dcgan", "resnet"),
     "d_arch": ("dcgan", "resnet"),
     "loss": ("nonsaturating", "wasserstein", "hinge"),
@@ -253,6 +258,13 @@ def parse_size(size: int) -> tuple[int, int]:
     raise GanKitError(f"unsupported size {size!r}; use one of {SIZES_HINT}")
 
 
+def attention_sides(size: int) -> list[int]:
+    """The feature-map sides of G and D at ``size`` that can take a self-attention block: the
+    even ones from the bottleneck s0 up to size / 2 (G's inner maps and D's conv outputs)."""
+    s0, k = parse_size(size)
+    return [s0 * 2**i for i in range(k) if (s0 * 2**i) % 2 == 0]
+
+
 def validate(cfg: TrainConfig) -> None:
     """Raise ``GanKitError`` naming the first invalid key and its allowed values."""
     for f in fields(TrainConfig):
@@ -279,6 +291,15 @@ def validate(cfg: TrainConfig) -> None:
     if cfg.g_self_modulation and (cfg.g_arch != "dcgan" or cfg.g_skip):
         raise GanKitError("g_self_modulation modulates the plain DCGAN generator only; use g_arch=dcgan and "
                           "g_skip=false, or g_self_modulation=false")
+    for key, arch in (("g_attention", cfg.g_arch), ("d_attention", cfg.d_arch)):
+        side = getattr(cfg, key)
+        sides = attention_sides(cfg.size)
+        if side and side not in sides:
+            raise GanKitError(f"{key} is {side}; at size {cfg.size} use 0 (none) or a feature-map side: "
+                              f"{', '.join(map(str, sides))}")
+        if side and (arch != "dcgan" or (key == "g_attention" and cfg.g_skip)):
+            raise GanKitError(f"{key} adds self-attention to the DCGAN nets only; use "
+                              f"{key[0]}_arch=dcgan{' and g_skip=false' if key[0] == 'g' else ''}, or {key}=0")
     if cfg.d_mbstd < 0:
         raise GanKitError(f"d_mbstd must be >= 0 (0 = off, else the group size, 4 is common), got {cfg.d_mbstd}")
     if cfg.n_critic is not None and cfg.n_critic < 1:

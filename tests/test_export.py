@@ -41,16 +41,16 @@ def test_export_cli_refuses_a_non_empty_folder(tmp_path, tiny_run):
     assert_one_line_error(result, f"{tmp_path / 'no_run'} is neither a run directory nor a snapshot file")
 
 
-@pytest.mark.parametrize("g_arch", ["dcgan", "resnet"])
-def test_onnx_export_matches_load_generator_in_onnxruntime(tmp_path, tiny_npy, g_arch):
-    """A generator with every G option on (nearest upsampling, EMA with measured statistics; the
-    DCGAN and the residual one), converted by paddle2onnx, gives load_generator's images in
-    onnxruntime for any batch size."""
+@pytest.mark.parametrize("options", [dict(g_upsample="nearest"), dict(g_upsample="nearest", g_arch="resnet"),
+                                     dict(g_upsample="bilinear", g_self_modulation=True, g_attention=8)])
+def test_onnx_export_matches_load_generator_in_onnxruntime(tmp_path, tiny_npy, options):
+    """A generator with every G option on (upsampling, EMA with measured statistics; the DCGAN
+    with self-modulation and self-attention, and the residual one), converted by paddle2onnx,
+    gives load_generator's images in onnxruntime for any batch size."""
     ort = pytest.importorskip("onnxruntime")
     pytest.importorskip("paddle2onnx")
     run = tmp_path / "run"
-    paddle_gan_kit.train(tiny_config(run, "dcgan", tiny_npy, steps=2, g_upsample="nearest", ema_decay=0.9,
-                                     g_arch=g_arch), progress=False)
+    paddle_gan_kit.train(tiny_config(run, "dcgan", tiny_npy, steps=2, ema_decay=0.9, **options), progress=False)
     result = run_cli("paddle_gan_kit.export", run, "--out", tmp_path / "exported", "--format", "onnx")
     assert result.returncode == 0, result.stderr
     meta = json.loads((tmp_path / "exported" / "meta.json").read_text())

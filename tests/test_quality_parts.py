@@ -12,7 +12,8 @@ from paddle_gan_kit.errors import GanKitError
 from paddle_gan_kit.models import build_discriminator, build_generator, resnet
 from paddle_gan_kit.models.dcgan import Discriminator, Generator
 from paddle_gan_kit.models import SelfModulation, init_weights
-from paddle_gan_kit.models.layers import BatchNorm2D, MinibatchStd, NearestUpsample2x, SpectralConv2D, UpsampleConv2D
+from paddle_gan_kit.models.layers import (BatchNorm2D, MinibatchStd, NearestUpsample2x, SelfAttention, SpectralConv2D,
+                                          UpsampleConv2D)
 from paddle_gan_kit.models.resnet import DownBlock, ResNetDiscriminator, ResNetGenerator, UpBlock, avg_pool2x
 from paddle_gan_kit.steps import AdversarialStep, recalibrate_batchnorm
 from paddle_gan_kit.trainer import Trainer
@@ -367,18 +368,32 @@ def test_upsample_then_convolve_generator_shapes(size):
                                   paddle.nn.functional.interpolate(x, scale_factor=2, mode="nearest").numpy())
 
 
+def upsample_then_conv(x, layer, upsample):
+    """The literal reference for ``UpsampleConv2D``: nearest upsampling then the 3x3 conv with
+    zero padding, or the [1, 3, 3, 1] / 4 filter's full output (side 2H + 2) then the 3x3 conv
+    without padding."""
+    if upsample == "nearest":
+        return paddle.nn.functional.conv2d(NearestUpsample2x()(x), layer.weight, layer.bias, padding=1)
+    u = paddle.to_tensor([0.25, 0.75, 0.75, 0.25])
+    channels = x.shape[1]
+    kernel = (u.unsqueeze(1) * u.unsqueeze(0)).reshape([1, 1, 4, 4]).tile([channels, 1, 1, 1])
+    full = paddle.nn.functional.conv2d_transpose(x, kernel, stride=2, groups=channels)  # (N, C, 2H + 2, 2W + 2)
+    return paddle.nn.functional.conv2d(full, layer.weight, layer.bias)
+
+
 @pytest.mark.parametrize("backend", ["paddle", "onednn"])
+@pytest.mark.parametrize("upsample", ["nearest", "bilinear"])
 @pytest.mark.parametrize("shape,bias", [((3, 5, 4, 4), True), ((2, 8, 7, 7), False), ((2, 3, 16, 16), True)])
-def test_upsample_conv_is_nearest_upsampling_then_a_3x3_conv(backend, shape, bias):
-    """The folded 4x4 transposed conv equals upsample-then-convolve: output, input gradient and
+def test_upsample_conv_is_upsampling_then_a_3x3_conv(backend, upsample, shape, bias):
+    """The folded transposed conv equals upsample-then-convolve: output, input gradient and
     weight gradient, on both convolution backends."""
     with conv_backend(backend):
         paddle.seed(7)
-        layer = UpsampleConv2D(shape[1], 6, bias_attr=None if bias else False)
+        layer = UpsampleConv2D(shape[1], 6, bias_attr=None if bias else False, upsample=upsample)
         x = paddle.randn(shape)
         x.stop_gradient = False
         ours = layer(x)
-        reference = paddle.nn.functional.conv2d(NearestUpsample2x()(x), layer.weight, layer.bias, padding=1)
+        reference = upsample_then_conv(x, layer, upsample)
         assert ours.shape == reference.shape == [shape[0], 6, 2 * shape[2], 2 * shape[3]]
         probe = paddle.randn(ours.shape)
         for a, b in zip([ours, *paddle.grad((ours * probe).sum(), [x, layer.weight])],
@@ -386,6 +401,18 @@ def test_upsample_conv_is_nearest_upsampling_then_a_3x3_conv(backend, shape, bia
             scale = float(b.abs().max())
             assert float((a - b).abs().max()) <= 1e-5 * scale + 1e-6
     assert list(layer.state_dict()) == (["weight", "bias"] if bias else ["weight"])
+
+
+def test_bilinear_upsampling_inside_the_image_is_bilinear_interpolation():
+    """Away from the border, the "bilinear" fold's upsampling is Paddle's bilinear interpolation
+    (half-pixel centres): a 3x3 conv holding only a centre 1 shows the upsampled image itself."""
+    layer = UpsampleConv2D(2, 2, bias_attr=False, upsample="bilinear")
+    identity = np.zeros([2, 2, 3, 3], np.float32)
+    identity[0, 0, 1, 1] = identity[1, 1, 1, 1] = 1.0
+    layer.weight.set_value(identity)
+    x = paddle.randn([1, 2, 5, 6])
+    expected = paddle.nn.functional.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+    np.testing.assert_allclose(layer(x).numpy()[:, :, 1:-1, 1:-1], expected.numpy()[:, :, 1:-1, 1:-1], atol=1e-6)
 
 
 @pytest.mark.parametrize("size", [28, 32, 64])
@@ -448,6 +475,75 @@ def test_self_modulation_trains_and_is_the_dcgan_generator_only(tmp_path, tiny_n
                      "g_self_modulation=true", "--set", "g_arch=resnet")
     assert_one_line_error(result, "g_self_modulation modulates the plain DCGAN generator only",
                           "g_self_modulation=false")
+    assert not (tmp_path / "bad").exists()
+
+
+def test_self_attention_is_the_sagan_formula():
+    """Queries and 2x2-pooled keys and values from 1x1 convs, a softmax over the keys, the
+    output conv scaled by gamma and added to the input; gamma 0 (its start) is the identity."""
+    paddle.seed(3)
+    layer = init_weights(SelfAttention(16))
+    x = paddle.randn([2, 16, 6, 4])
+    np.testing.assert_array_equal(layer(x).numpy(), x.numpy())
+    layer.gamma.set_value(np.array([0.7], np.float32))
+
+    def conv(w, a):  # a 1x1 conv without bias: (N, I, H, W) -> (N, O, H, W)
+        return np.einsum("oi,nihw->nohw", w.numpy()[:, :, 0, 0], a)
+
+    def pool(a):
+        n, c, h, w = a.shape
+        return a.reshape(n, c, h // 2, 2, w // 2, 2).mean(axis=(3, 5)).reshape(n, c, -1)
+
+    a = x.numpy()
+    q = conv(layer.query.weight, a).reshape(2, 2, 24)
+    k, v = pool(conv(layer.key.weight, a)), pool(conv(layer.value.weight, a))
+    logits = np.einsum("ncq,nck->nqk", q, k)
+    attention = np.exp(logits - logits.max(-1, keepdims=True))
+    attention /= attention.sum(-1, keepdims=True)
+    o = np.einsum("nck,nqk->ncq", v, attention).reshape(2, 8, 6, 4)
+    np.testing.assert_allclose(layer(x).numpy(), a + 0.7 * conv(layer.out.weight, o), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("model,d_norm", [("dcgan", None), ("wgan_gp", None), ("dcgan", "spectral")])
+def test_self_attention_sits_at_the_asked_side_and_takes_the_penalty_double_backward(model, d_norm):
+    cfg = TrainConfig(model=model, size=32, channels=3, z_dim=8, g_channels=4, d_channels=4, max_channels=16,
+                      g_attention=16, d_attention=8, d_norm=d_norm).resolve()
+    paddle.seed(4)
+    G, D = build_generator(cfg), build_discriminator(cfg)
+    g_at = [i for i, layer in enumerate(G.net) if isinstance(layer, SelfAttention)]
+    d_at = [i for i, layer in enumerate(D.net) if isinstance(layer, SelfAttention)]
+    assert len(g_at) == len(d_at) == 1
+    x = paddle.randn([2, 8]).reshape([2, 8, 1, 1])
+    for layer in G.net[:g_at[0]]:
+        x = layer(x)
+    assert x.shape == [2, 4, 16, 16]  # G's 16x16 stage feeds the attention
+    assert D.net[d_at[0]].query.weight.shape[1] == 8  # D's second stage: 8 channels at 8x8
+    if d_norm == "spectral":
+        assert isinstance(D.net[d_at[0]].query, SpectralConv2D)
+    D.net[d_at[0]].gamma.set_value(np.array([0.5], np.float32))
+    real, fake = paddle.randn([4, 3, 32, 32]), G(paddle.randn([4, 8])).detach()
+    penalty = losses.gradient_penalty(D, real, fake) + losses.r1_penalty(D, real)
+    penalty.backward()
+    for p in D.net[d_at[0]].parameters():
+        assert p.grad is not None and float(p.grad.abs().max()) > 0
+
+
+def test_self_attention_trains_and_refuses_other_sides_and_nets(tmp_path, tiny_npy):
+    trainer = Trainer(tiny_config(tmp_path / "r", "dcgan", tiny_npy, steps=2, g_attention=8, d_attention=4),
+                      progress=False)
+    trainer.fit()
+    attention = [m for m in trainer.objective.generator.sublayers() if isinstance(m, SelfAttention)]
+    assert len(attention) == 1 and float(attention[0].gamma.grad.abs().max()) > 0
+    with pytest.raises(GanKitError, match="g_attention is 16; at size 16 use 0 \\(none\\) or a feature-map side: 4, 8"):
+        TrainConfig(size=16, g_attention=16).resolve()
+    with pytest.raises(GanKitError, match="at size 28 use 0 \\(none\\) or a feature-map side: 14$"):
+        TrainConfig(size=28, d_attention=7).resolve()
+    with pytest.raises(GanKitError, match="g_attention adds self-attention to the DCGAN nets only"):
+        TrainConfig(g_attention=8, g_skip=True, g_upsample="nearest").resolve()
+    result = run_cli("paddle_gan_kit.train", "--data", tiny_npy, "--out", tmp_path / "bad", "--size", "16",
+                     "--set", "d_attention=8", "--set", "d_arch=resnet")
+    assert_one_line_error(result, "d_attention adds self-attention to the DCGAN nets only", "d_arch=dcgan",
+                          "d_attention=0")
     assert not (tmp_path / "bad").exists()
 
 
@@ -532,7 +628,8 @@ ALL_ON = dict(augment="translation,cutout,color", augment_p=0.8, color_strength=
                                                                              ema_decay=0.9, ema_rampup=0.05,
                                                                              g_upsample="nearest", r1_gamma=0.1,
                                                                              d_mbstd=2, cr_weight=1.0,
-                                                                             g_self_modulation=True)),
+                                                                             g_self_modulation=True,
+                                                                             g_attention=8, d_attention=4)),
                                          ("dcgan", dict(g_arch="resnet", d_arch="resnet", g_upsample="nearest",
                                                         augment="translation,color", ema_decay=0.9, ema_rampup=0.05,
                                                         r1_gamma=0.1, d_mbstd=2))])
@@ -556,7 +653,7 @@ def test_resume_is_bit_exact_with_every_option_on(tmp_path, tiny_npy, model, ext
 
 def test_bad_option_values_are_one_line():
     for key, value, fragment in (("loss", "lsgan", "nonsaturating, wasserstein, hinge"),
-                                 ("d_norm", "group", "spectral"), ("g_upsample", "bilinear", "transposed, nearest")):
+                                 ("d_norm", "group", "spectral"), ("g_upsample", "bicubic", "transposed, nearest, bilinear")):
         with pytest.raises(GanKitError, match=fragment):
             TrainConfig(**{key: value}).resolve()
     with pytest.raises(GanKitError, match="config key 'd_arch' is 'vgg'; allowed: dcgan, resnet"):

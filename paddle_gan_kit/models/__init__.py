@@ -12,9 +12,11 @@ from paddle_gan_kit.models.resnet import ResNetDiscriminator, ResNetGenerator
 
 def build_generator(cfg):
     """The generator for ``cfg`` (architecture, size, channels, z_dim, widths, upsampling, skip
-    outputs or self-modulation), initialised."""
+    outputs, self-modulation or self-attention), initialised."""
     kind = ResNetGenerator if cfg.g_arch == "resnet" else SkipGenerator if cfg.g_skip else Generator
     extra = {"self_modulation": True} if cfg.g_self_modulation else {}
+    if cfg.g_attention:
+        extra["attention"] = cfg.g_attention
     return init_weights(kind(cfg.size, cfg.channels, cfg.z_dim, cfg.g_channels, cfg.max_channels, cfg.g_upsample,
                              **extra))
 
@@ -23,9 +25,11 @@ def build_discriminator(cfg):
     """The discriminator/critic for ``cfg``: the DCGAN layout (or ``cfg.d_arch`` "resnet"'s
     residual blocks) with ``cfg.d_norm`` after every inner conv (BatchNorm for DCGAN; layer,
     instance or no norm for a WGAN-GP critic), or spectrally normalised convs; a minibatch
-    standard deviation channel when ``cfg.d_mbstd``."""
+    standard deviation channel when ``cfg.d_mbstd``; self-attention when ``cfg.d_attention``."""
     kind = ResNetDiscriminator if cfg.d_arch == "resnet" else Discriminator
-    return init_weights(kind(cfg.size, cfg.channels, cfg.d_channels, cfg.max_channels, cfg.d_norm, cfg.d_mbstd))
+    extra = {"attention": cfg.d_attention} if cfg.d_attention else {}
+    return init_weights(kind(cfg.size, cfg.channels, cfg.d_channels, cfg.max_channels, cfg.d_norm, cfg.d_mbstd,
+                             **extra))
 
 
 def state_arrays(model) -> dict:

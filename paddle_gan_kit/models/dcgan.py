@@ -12,7 +12,8 @@ from paddle import nn
 
 from paddle_gan_kit.config import parse_size
 from paddle_gan_kit.models.layers import (BatchNorm2D, Conv2D, Conv2DTranspose, LeakyReLU, MinibatchStd,
-                                          NearestUpsample2x, ReLU, SampleLayerNorm, SpectralConv2D, UpsampleConv2D,
+                                          NearestUpsample2x, ReLU, SampleLayerNorm, SelfAttention, SpectralConv2D,
+                                          UpsampleConv2D,
                                           run_layers)
 
 
@@ -22,12 +23,13 @@ def stage_channels(k: int, base: int, max_channels: int) -> list[int]:
 
 
 def upsample_conv(c_in: int, c_out: int, upsample: str, bias: bool) -> list:
-    """Double the side: a strided 4x4 transposed conv (DCGAN), or nearest-neighbour upsampling
-    then a 3x3 conv, which avoids the transposed conv's checkerboard (Odena et al. 2016)."""
+    """Double the side: a strided 4x4 transposed conv (DCGAN), or nearest-neighbour ("nearest")
+    or bilinear ("bilinear") upsampling then a 3x3 conv, which avoids the transposed conv's
+    checkerboard (Odena et al. 2016)."""
     bias_attr = None if bias else False
     if upsample == "transposed":
         return [Conv2DTranspose(c_in, c_out, 4, 2, 1, bias_attr=bias_attr)]  # (N, c_out, 2h, 2w)
-    return [UpsampleConv2D(c_in, c_out, bias_attr=bias_attr)]  # (N, c_out, 2h, 2w)
+    return [UpsampleConv2D(c_in, c_out, bias_attr=bias_attr, upsample=upsample)]  # (N, c_out, 2h, 2w)
 
 
 def _projection(z_dim: int, width: int, s0: int) -> list:
@@ -63,21 +65,26 @@ class SelfModulation(nn.Layer):
 class Generator(nn.Layer):
     """z (N, z_dim) float32 -> images (N, C, size, size) float32 in [-1, 1] (tanh).
 
-    ``upsample``: "transposed" (DCGAN's strided transposed convs) or "nearest" (upsample, then
+    ``upsample``: "transposed" (DCGAN's strided transposed convs), "nearest" or "bilinear" (upsample, then
     a 3x3 conv). ``self_modulation``: every BatchNorm's output is modulated by the latent
-    (``SelfModulation``).
+    (``SelfModulation``). ``attention``: a ``SelfAttention`` block after the stage whose maps
+    have that side (0: none).
     """
 
     def __init__(self, size: int = 64, channels: int = 3, z_dim: int = 100,
                  base_channels: int = 64, max_channels: int = 512, upsample: str = "transposed",
-                 self_modulation: bool = False):
+                 self_modulation: bool = False, attention: int = 0):
         super().__init__()
         s0, k = parse_size(size)
         self.size, self.channels, self.z_dim = size, channels, z_dim
         widths = stage_channels(k, base_channels, max_channels)[::-1]  # bottleneck first
         layers = _projection(z_dim, widths[0], s0)  # (N, w0, s0, s0)
-        for c_in, c_out in zip(widths[:-1], widths[1:]):
+        if attention == s0:
+            layers.append(SelfAttention(widths[0]))
+        for i, (c_in, c_out) in enumerate(zip(widths[:-1], widths[1:])):
             layers += _up_block(c_in, c_out, upsample)  # (N, c_out, 2h, 2w)
+            if attention == s0 * 2 ** (i + 1):
+                layers.append(SelfAttention(c_out))
         layers += [
             *upsample_conv(widths[-1], channels, upsample, bias=True),  # (N, C, size, size)
             nn.Tanh(),
@@ -149,11 +156,12 @@ class Discriminator(nn.Layer):
     is per sample, and batch norm would mix samples (Gulrajani et al. 2017, section 4).
     ``"spectral"`` divides every conv's weight by its spectral norm instead (SNGAN, Miyato et
     al. 2018), with no normalisation layer. ``mbstd_group`` > 0 adds a minibatch standard
-    deviation channel (``MinibatchStd``) before the last conv.
+    deviation channel (``MinibatchStd``) before the last conv. ``attention``: a
+    ``SelfAttention`` block after the conv stage whose output has that side (0: none).
     """
 
     def __init__(self, size: int = 64, channels: int = 3, base_channels: int = 64,
-                 max_channels: int = 512, norm: str = "batch", mbstd_group: int = 0):
+                 max_channels: int = 512, norm: str = "batch", mbstd_group: int = 0, attention: int = 0):
         super().__init__()
         s0, k = parse_size(size)
         self.size, self.channels = size, channels
@@ -163,13 +171,17 @@ class Discriminator(nn.Layer):
             conv(channels, widths[0], 4, 2, 1),  # (N, w0, size/2, size/2)
             LeakyReLU(0.2),
         ]
+        if attention == size // 2:
+            layers.append(SelfAttention(widths[0], conv))
         has_norm = norm not in ("none", "spectral")
-        for c_in, c_out in zip(widths[:-1], widths[1:]):
+        for i, (c_in, c_out) in enumerate(zip(widths[:-1], widths[1:])):
             layers += [
                 conv(c_in, c_out, 4, 2, 1, bias_attr=False if has_norm else None),  # halves
                 norm_layer(norm, c_out),
                 LeakyReLU(0.2),
             ]
+            if attention == size // 2 ** (i + 2):
+                layers.append(SelfAttention(c_out, conv))
         if mbstd_group:
             layers.append(MinibatchStd(mbstd_group))  # (N, w + 1, s0, s0)
         layers.append(conv(widths[-1] + (1 if mbstd_group else 0), 1, s0, 1, 0))  # (N, 1, 1, 1)
