@@ -93,6 +93,11 @@ class TrainConfig:
     # side's; 0 = off (the paper: 0.3 with hinge-loss BigGAN and DiffAugment on CIFAR)
     lecam_weight: float = 0.0
     lecam_decay: float = 0.99  # decay of those averages per D update (the reference code's 0.99)
+    # self-supervised D (FastGAN, Liu et al. 2021): a small decoder on D's last feature map must
+    # redraw the real image D saw at 4x the bottleneck side (16 px at 32 and 64 px), and this
+    # weight * its mean squared error joins D's loss, so D's features keep what the images
+    # hold (colour, shape) instead of a few cues it can memorise; 0 = off; the DCGAN D only
+    d_recon_weight: float = 0.0
     label_smoothing: float = 0.0  # one-sided: real target 1 - this (Salimans et al. 2016: 0.1)
     # DiffAugment (Zhao et al. 2020) of everything D sees: any of "color,translation,cutout,flip"; "" = off
     augment: str = ""
@@ -300,6 +305,9 @@ def validate(cfg: TrainConfig) -> None:
         if side and (arch != "dcgan" or (key == "g_attention" and cfg.g_skip)):
             raise GanKitError(f"{key} adds self-attention to the DCGAN nets only; use "
                               f"{key[0]}_arch=dcgan{' and g_skip=false' if key[0] == 'g' else ''}, or {key}=0")
+    if cfg.d_recon_weight < 0 or (cfg.d_recon_weight > 0 and cfg.d_arch != "dcgan"):
+        raise GanKitError(f"d_recon_weight must be >= 0 and needs the DCGAN D (d_arch=dcgan), got "
+                          f"{cfg.d_recon_weight} with d_arch={cfg.d_arch}; use d_arch=dcgan or d_recon_weight=0")
     if cfg.d_mbstd < 0:
         raise GanKitError(f"d_mbstd must be >= 0 (0 = off, else the group size, 4 is common), got {cfg.d_mbstd}")
     if cfg.n_critic is not None and cfg.n_critic < 1:

@@ -66,6 +66,14 @@ def _to_numpy(value):
     return value
 
 
+def reconstruction_error(redrawn, seen):
+    """FastGAN's self-supervised D loss (Liu et al. 2021, with a mean squared error where the
+    paper takes LPIPS, which needs a pretrained net): D's redrawing (B, C, s, s) against the
+    images D saw (B, C, H, W), average-pooled to side s."""
+    target = paddle.nn.functional.avg_pool2d(seen, seen.shape[-1] // redrawn.shape[-1])  # (B, C, s, s)
+    return paddle.mean((redrawn.astype("float32") - target) ** 2)
+
+
 class AdversarialStep:
     """One generator update after ``n_critic`` discriminator/critic updates.
 
@@ -153,9 +161,16 @@ class AdversarialStep:
                 with paddle.no_grad():
                     fake = self._g(self.noise(real.shape[0]))
             real_seen, fake_seen = self.augment(real), self.augment(fake.detach())  # what D sees
-            d_real, d_fake = self._score(real_seen), self._score(fake_seen)  # (B,) logits or scores
-            loss_d = loss.d_loss(d_real, d_fake, cfg.label_smoothing)
             terms = {}
+            if cfg.d_recon_weight > 0:
+                d_real, redrawn = self._score(real_seen, reconstruct=True)  # (B,), (B, C, 4 s0, 4 s0)
+                terms["recon"] = reconstruction_error(redrawn, real_seen)
+            else:
+                d_real = self._score(real_seen)  # (B,) logits or scores
+            d_fake = self._score(fake_seen)
+            loss_d = loss.d_loss(d_real, d_fake, cfg.label_smoothing)
+            if cfg.d_recon_weight > 0:
+                loss_d = loss_d + cfg.d_recon_weight * terms["recon"]
             if cfg.cr_weight > 0:
                 terms["cr"] = self._consistency(real_seen, d_real) + self._consistency(fake_seen, d_fake)
                 loss_d = loss_d + cfg.cr_weight * terms["cr"]
@@ -190,12 +205,15 @@ class AdversarialStep:
         """D/critic logits or scores (B,) float32 of the (augmented) images."""
         return self._score(self.augment(images))
 
-    def _score(self, images):
-        """D/critic logits or scores (B,) float32 of the images as given; the network itself
-        runs under autocast."""
+    def _score(self, images, reconstruct: bool = False):
+        """D/critic logits or scores (B,) float32 of the images as given (with ``reconstruct``,
+        also D's redrawing of them, see ``reconstruction_error``); the network itself runs
+        under autocast."""
         with self._autocast():
-            out = self.D(images)
-        return out if self.cfg.amp == "off" else out.astype("float32")
+            out = self.D(images, True) if reconstruct else self.D(images)
+        if self.cfg.amp == "off":
+            return out
+        return tuple(o.astype("float32") for o in out) if reconstruct else out.astype("float32")
 
     def _consistency(self, seen, scores):
         """bCR's term for one side (Zhao et al. 2021, "Improved Consistency Regularization for

@@ -547,6 +547,45 @@ def test_self_attention_trains_and_refuses_other_sides_and_nets(tmp_path, tiny_n
     assert not (tmp_path / "bad").exists()
 
 
+@pytest.mark.parametrize("size,mbstd", [(16, 0), (32, 2), (96, 0)])
+def test_reconstructing_d_redraws_at_four_times_the_bottleneck_and_scores_as_before(size, mbstd):
+    cfg = TrainConfig(size=size, channels=3, z_dim=8, d_channels=4, max_channels=16, d_mbstd=mbstd,
+                      d_recon_weight=1.0).resolve()
+    paddle.seed(5)
+    D = build_discriminator(cfg)
+    x = paddle.rand([4, 3, size, size]) * 2 - 1
+    logits, redrawn = D(x, reconstruct=True)
+    s0, _ = parse_size(size)
+    assert redrawn.shape == [4, 3, 4 * s0, 4 * s0] and float(redrawn.abs().max()) <= 1
+    np.testing.assert_allclose(logits.numpy(), D(x).numpy(), rtol=1e-6, atol=1e-6)
+    plain = build_discriminator(TrainConfig(size=size, channels=3, z_dim=8, d_channels=4, max_channels=16,
+                                            d_mbstd=mbstd).resolve())
+    assert plain.decoder is None and set(D.state_dict()) - set(plain.state_dict()) == {
+        k for k in D.state_dict() if k.startswith("decoder.")}
+
+
+def test_reconstruction_error_is_the_mse_against_the_pooled_images():
+    from paddle_gan_kit.steps import reconstruction_error
+
+    seen, redrawn = paddle.rand([3, 3, 32, 32]), paddle.rand([3, 3, 16, 16])
+    pooled = seen.numpy().reshape(3, 3, 16, 2, 16, 2).mean(axis=(3, 5))
+    np.testing.assert_allclose(float(reconstruction_error(redrawn, seen)), ((redrawn.numpy() - pooled) ** 2).mean(),
+                               rtol=1e-5)
+
+
+def test_reconstructing_d_trains_its_decoder_on_real_images_and_is_dcgan_d_only(tmp_path, tiny_npy):
+    trainer = Trainer(tiny_config(tmp_path / "r", "dcgan", tiny_npy, steps=2, d_recon_weight=1.0), progress=False)
+    values = trainer.train_step()
+    assert float(values["recon"]) > 0
+    decoder = trainer.objective.discriminator.decoder
+    assert all(p.grad is not None and float(p.grad.abs().max()) > 0 for p in decoder.parameters())
+    result = run_cli("paddle_gan_kit.train", "--data", tiny_npy, "--out", tmp_path / "bad", "--set",
+                     "d_recon_weight=1", "--set", "d_arch=resnet")
+    assert_one_line_error(result, "d_recon_weight must be >= 0 and needs the DCGAN D", "d_recon_weight=0")
+    with pytest.raises(GanKitError, match="d_recon_weight must be >= 0"):
+        TrainConfig(d_recon_weight=-1.0).resolve()
+
+
 # --- residual nets -----------------------------------------------------------------------------
 
 def _mean_pool(x):  # 2x2 average pooling from reshape and mean, whose double backward is plain autograd
@@ -620,7 +659,7 @@ def test_resnet_critic_takes_the_gradient_penalty_and_r1(model, d_norm, monkeypa
 
 ALL_ON = dict(augment="translation,cutout,color", augment_p=0.8, color_strength=0.5, d_norm="spectral", loss="hinge",
               r1_gamma=0.5, ema_decay=0.9, ema_rampup=0.05, g_upsample="nearest", g_skip=True, lr_d=4e-4, lr_g=1e-4,
-              lecam_weight=0.3, cr_weight=10.0, cr_augment="translation,flip,color")
+              lecam_weight=0.3, cr_weight=10.0, cr_augment="translation,flip,color", d_recon_weight=1.0)
 
 
 @pytest.mark.slow

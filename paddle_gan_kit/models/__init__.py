@@ -25,9 +25,12 @@ def build_discriminator(cfg):
     """The discriminator/critic for ``cfg``: the DCGAN layout (or ``cfg.d_arch`` "resnet"'s
     residual blocks) with ``cfg.d_norm`` after every inner conv (BatchNorm for DCGAN; layer,
     instance or no norm for a WGAN-GP critic), or spectrally normalised convs; a minibatch
-    standard deviation channel when ``cfg.d_mbstd``; self-attention when ``cfg.d_attention``."""
+    standard deviation channel when ``cfg.d_mbstd``; self-attention when ``cfg.d_attention``; a
+    reconstruction decoder when ``cfg.d_recon_weight``."""
     kind = ResNetDiscriminator if cfg.d_arch == "resnet" else Discriminator
     extra = {"attention": cfg.d_attention} if cfg.d_attention else {}
+    if cfg.d_recon_weight > 0:
+        extra["reconstruct"] = True
     return init_weights(kind(cfg.size, cfg.channels, cfg.d_channels, cfg.max_channels, cfg.d_norm, cfg.d_mbstd,
                              **extra))
 

@@ -158,10 +158,14 @@ class Discriminator(nn.Layer):
     al. 2018), with no normalisation layer. ``mbstd_group`` > 0 adds a minibatch standard
     deviation channel (``MinibatchStd``) before the last conv. ``attention``: a
     ``SelfAttention`` block after the conv stage whose output has that side (0: none).
+    ``reconstruct``: a ``decoder`` from the last feature map (N, w, s0, s0) to images (N, C,
+    4 s0, 4 s0) in [-1, 1], for the self-supervised loss of FastGAN (Liu et al. 2021);
+    ``forward(x, reconstruct=True)`` returns the logits and that reconstruction.
     """
 
     def __init__(self, size: int = 64, channels: int = 3, base_channels: int = 64,
-                 max_channels: int = 512, norm: str = "batch", mbstd_group: int = 0, attention: int = 0):
+                 max_channels: int = 512, norm: str = "batch", mbstd_group: int = 0, attention: int = 0,
+                 reconstruct: bool = False):
         super().__init__()
         s0, k = parse_size(size)
         self.size, self.channels = size, channels
@@ -186,6 +190,19 @@ class Discriminator(nn.Layer):
             layers.append(MinibatchStd(mbstd_group))  # (N, w + 1, s0, s0)
         layers.append(conv(widths[-1] + (1 if mbstd_group else 0), 1, s0, 1, 0))  # (N, 1, 1, 1)
         self.net = nn.Sequential(*layers)
+        self.body_length = len(layers) - (2 if mbstd_group else 1)  # the layers up to the last feature map
+        self.decoder = None
+        if reconstruct:
+            c = widths[-1]
+            self.decoder = nn.Sequential(
+                UpsampleConv2D(c, c // 2, upsample="nearest"), LeakyReLU(0.2),  # (N, c/2, 2 s0, 2 s0)
+                UpsampleConv2D(c // 2, c // 4, upsample="nearest"), LeakyReLU(0.2),  # (N, c/4, 4 s0, 4 s0)
+                Conv2D(c // 4, channels, 3, 1, 1), nn.Tanh())  # (N, C, 4 s0, 4 s0)
 
-    def forward(self, x):
-        return self.net(x).reshape([-1])  # (N,)
+    def forward(self, x, reconstruct: bool = False):
+        if not reconstruct:
+            return self.net(x).reshape([-1])  # (N,)
+        layers = list(self.net)
+        features = run_layers(layers[:self.body_length], x)  # (N, w, s0, s0)
+        logits = run_layers(layers[self.body_length:], features).reshape([-1])  # (N,)
+        return logits, self.decoder(features)
