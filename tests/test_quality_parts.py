@@ -692,7 +692,8 @@ def test_resume_is_bit_exact_with_every_option_on(tmp_path, tiny_npy, model, ext
 
 def test_bad_option_values_are_one_line():
     for key, value, fragment in (("loss", "lsgan", "nonsaturating, wasserstein, hinge"),
-                                 ("d_norm", "group", "spectral"), ("g_upsample", "bicubic", "transposed, nearest, bilinear")):
+                                 ("d_norm", "group", "spectral"),
+                                 ("g_upsample", "bicubic", "transposed, nearest, bilinear")):
         with pytest.raises(GanKitError, match=fragment):
             TrainConfig(**{key: value}).resolve()
     with pytest.raises(GanKitError, match="config key 'd_arch' is 'vgg'; allowed: dcgan, resnet"):

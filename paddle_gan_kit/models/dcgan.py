@@ -13,8 +13,7 @@ from paddle import nn
 from paddle_gan_kit.config import parse_size
 from paddle_gan_kit.models.layers import (BatchNorm2D, Conv2D, Conv2DTranspose, LeakyReLU, MinibatchStd,
                                           NearestUpsample2x, ReLU, SampleLayerNorm, SelfAttention, SpectralConv2D,
-                                          UpsampleConv2D,
-                                          run_layers)
+                                          UpsampleConv2D, run_layers)
 
 
 def stage_channels(k: int, base: int, max_channels: int) -> list[int]:
@@ -65,10 +64,10 @@ class SelfModulation(nn.Layer):
 class Generator(nn.Layer):
     """z (N, z_dim) float32 -> images (N, C, size, size) float32 in [-1, 1] (tanh).
 
-    ``upsample``: "transposed" (DCGAN's strided transposed convs), "nearest" or "bilinear" (upsample, then
-    a 3x3 conv). ``self_modulation``: every BatchNorm's output is modulated by the latent
-    (``SelfModulation``). ``attention``: a ``SelfAttention`` block after the stage whose maps
-    have that side (0: none).
+    ``upsample``: "transposed" (DCGAN's strided transposed convs), "nearest" or "bilinear"
+    (upsample, then a 3x3 conv). ``self_modulation``: every BatchNorm's output is modulated by
+    the latent (``SelfModulation``). ``attention``: a ``SelfAttention`` block after the stage
+    whose maps have that side (0: none).
     """
 
     def __init__(self, size: int = 64, channels: int = 3, z_dim: int = 100,

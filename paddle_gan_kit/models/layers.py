@@ -313,8 +313,8 @@ class SelfAttention(nn.Layer):
     query-key products, so distant regions (a stone's two sides) can agree on colour and shape
     where a stack of 3x3 convs sees only its neighbourhood. Keys and values are pooled 2x2 (by
     the average: BigGAN takes the max, whose Paddle kernel has no double grad for the gradient
-    penalty); queries and keys have C/8 channels, values C/2. The output is x + gamma * o with gamma a
-    learned scalar starting at 0, so a new block begins as the identity.
+    penalty); queries and keys have C/8 channels, values C/2. The output is x + gamma * o with
+    gamma a learned scalar starting at 0, so a new block begins as the identity.
     (N, C, H, W) -> (N, C, H, W), H and W even; ``conv`` builds the 1x1 convs (``Conv2D``, or
     ``SpectralConv2D`` in a spectrally normalised D)."""
 
