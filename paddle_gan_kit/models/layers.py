@@ -321,22 +321,25 @@ class SelfAttention(nn.Layer):
     def __init__(self, channels: int, conv=None):
         super().__init__()
         conv = conv or Conv2D
-        self.query = conv(channels, max(channels // 8, 1), 1, bias_attr=False)
-        self.key = conv(channels, max(channels // 8, 1), 1, bias_attr=False)
-        self.value = conv(channels, max(channels // 2, 1), 1, bias_attr=False)
-        self.out = conv(max(channels // 2, 1), channels, 1, bias_attr=False)
+        self.key_channels, self.value_channels = max(channels // 8, 1), max(channels // 2, 1)
+        self.query = conv(channels, self.key_channels, 1, bias_attr=False)
+        self.key = conv(channels, self.key_channels, 1, bias_attr=False)
+        self.value = conv(channels, self.value_channels, 1, bias_attr=False)
+        self.out = conv(self.value_channels, channels, 1, bias_attr=False)
         self.gamma = self.create_parameter([1], default_initializer=nn.initializer.Constant(0.0))
 
     def forward(self, x):
-        n, c, h, w = x.shape
+        h, w = x.shape[2], x.shape[3]
         pool = paddle.nn.functional.avg_pool2d
-        q = self.query(x).reshape([n, -1, h * w])  # (N, C/8, HW)
-        k = pool(self.key(x), 2).reshape([n, -1, h * w // 4])  # (N, C/8, HW/4)
-        v = pool(self.value(x), 2).reshape([n, -1, h * w // 4])  # (N, C/2, HW/4)
+        # batch 0 = "as the input's" and channel counts spelled out, so an exported generator
+        # keeps a dynamic batch and known channels (Paddle 2.6's to_static needs them for the conv)
+        q = self.query(x).reshape([0, self.key_channels, h * w])  # (N, C/8, HW)
+        k = pool(self.key(x), 2).reshape([0, self.key_channels, h * w // 4])  # (N, C/8, HW/4)
+        v = pool(self.value(x), 2).reshape([0, self.value_channels, h * w // 4])  # (N, C/2, HW/4)
         logits = paddle.matmul(q, k, transpose_x=True)  # (N, HW, HW/4)
         # softmax from primitives: Paddle's softmax has no double-grad kernel, and the gradient
         # penalty and R1 differentiate D twice; the max is a constant shift (no gradient needed)
         weights = paddle.exp(logits - logits.max(axis=-1, keepdim=True).detach())
         attention = weights / weights.sum(axis=-1, keepdim=True)  # rows sum to 1
-        o = paddle.matmul(v, attention, transpose_y=True).reshape([n, -1, h, w])  # (N, C/2, H, W)
+        o = paddle.matmul(v, attention, transpose_y=True).reshape([0, self.value_channels, h, w])  # (N, C/2, H, W)
         return x + self.gamma * self.out(o)
