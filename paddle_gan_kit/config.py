@@ -296,9 +296,9 @@ def validate(cfg: TrainConfig) -> None:
     if cfg.g_self_modulation and (cfg.g_arch != "dcgan" or cfg.g_skip):
         raise GanKitError("g_self_modulation modulates the plain DCGAN generator only; use g_arch=dcgan and "
                           "g_skip=false, or g_self_modulation=false")
+    sides = attention_sides(cfg.size)
     for key, arch in (("g_attention", cfg.g_arch), ("d_attention", cfg.d_arch)):
         side = getattr(cfg, key)
-        sides = attention_sides(cfg.size)
         if side and side not in sides:
             raise GanKitError(f"{key} is {side}; at size {cfg.size} use 0 (none) or a feature-map side: "
                               f"{', '.join(map(str, sides))}")

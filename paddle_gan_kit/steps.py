@@ -71,7 +71,7 @@ def reconstruction_error(redrawn, seen):
     paper takes LPIPS, which needs a pretrained net): D's redrawing (B, C, s, s) against the
     images D saw (B, C, H, W), average-pooled to side s."""
     target = paddle.nn.functional.avg_pool2d(seen, seen.shape[-1] // redrawn.shape[-1])  # (B, C, s, s)
-    return paddle.mean((redrawn.astype("float32") - target) ** 2)
+    return paddle.mean((redrawn - target) ** 2)
 
 
 class AdversarialStep:
@@ -164,12 +164,12 @@ class AdversarialStep:
             terms = {}
             if cfg.d_recon_weight > 0:
                 d_real, redrawn = self._score(real_seen, reconstruct=True)  # (B,), (B, C, 4 s0, 4 s0)
-                terms["recon"] = reconstruction_error(redrawn, real_seen)
             else:
                 d_real = self._score(real_seen)  # (B,) logits or scores
             d_fake = self._score(fake_seen)
             loss_d = loss.d_loss(d_real, d_fake, cfg.label_smoothing)
             if cfg.d_recon_weight > 0:
+                terms["recon"] = reconstruction_error(redrawn, real_seen)
                 loss_d = loss_d + cfg.d_recon_weight * terms["recon"]
             if cfg.cr_weight > 0:
                 terms["cr"] = self._consistency(real_seen, d_real) + self._consistency(fake_seen, d_fake)
