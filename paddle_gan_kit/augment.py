@@ -7,11 +7,13 @@ from operations Paddle differentiates twice (elementwise ops, means and batched 
 products), so the WGAN-GP and R1 penalties work through it. The random draws come from Paddle's
 global RNG, which snapshots capture: a resumed run draws the same augmentations.
 
-    --set augment=translation,cutout,color     (any subset, in any order; also flip)
+    --set augment=translation,cutout,color     (any subset, in any order; also flip, scale, hue)
     --set augment_p=0.5                         (each image is augmented with this probability)
     --set color_strength=0.5                    (colour ranges scaled towards no change)
 """
 from __future__ import annotations
+
+import math
 
 import paddle
 
@@ -97,8 +99,60 @@ def flip(x):
     return paddle.matmul(x, mirrored * exchange + (1.0 - mirrored) * identity)
 
 
+# Karras et al. 2020 (ADA): isotropic scale factors 2^N(0, 0.2^2), hue rotations of up to a full turn.
+SCALE_STD = 0.2
+HUE_MAX = 1.0
+
+
+def _reflect(index, size: int):
+    """Integer indices folded into [0, size) by mirroring at the borders (..., 1, 0, 0, 1, ...)."""
+    period = 2 * size
+    index = paddle.remainder(index, paddle.full_like(index, period))
+    return paddle.where(index >= size, period - 1 - index, index)
+
+
+def _zoom_matrices(scales, size: int):
+    """(n, 1, size, size) bilinear resampling matrices Z with (Z @ v)[i] = v at the source point
+    (i + 1/2 - size/2) / scale + size/2 - 1/2, reflected at the borders (as ADA pads)."""
+    centre = (size - 1) / 2.0
+    source = (paddle.arange(size, dtype="float32").reshape([1, size]) - centre) / scales + centre  # (n, size)
+    left = paddle.floor(source)
+    right_weight = (source - left).unsqueeze(-1)
+    left = left.astype("int64")
+    taps = [paddle.nn.functional.one_hot(_reflect(i, size), size) for i in (left, left + 1)]  # (n, size, size)
+    return ((1.0 - right_weight) * taps[0] + right_weight * taps[1]).unsqueeze(1)
+
+
+def scale(x):
+    """Zoom each image about its centre by 2^N(0, 0.2^2) (ADA's isotropic scaling), bilinear
+    and reflected at the borders; x (N, C, H, W). Two batched matrix products like ``translation``."""
+    n, _, h, w = x.shape
+    scales = paddle.pow(paddle.full([n, 1], 2.0), paddle.randn([n, 1]) * SCALE_STD)
+    return paddle.matmul(paddle.matmul(_zoom_matrices(scales, h), x), _zoom_matrices(scales, w), transpose_y=True)
+
+
+def hue(x):
+    """Rotate each colour image's colours about the grey axis (1, 1, 1) by an angle drawn from
+    [-pi, pi] (ADA's hue rotation; greys, including mid-grey 0, stay); x (N, C, H, W). One
+    batched (3, 3) matrix product per image; grayscale images pass unchanged."""
+    n, c, h, w = x.shape
+    if c != 3:
+        return x
+    angles = (paddle.rand([n, 1, 1]) * 2.0 - 1.0) * (HUE_MAX * math.pi)
+    return paddle.matmul(_hue_rotations(angles), x.reshape([n, c, h * w])).reshape([n, c, h, w])
+
+
+def _hue_rotations(angles):
+    """(n, 3, 3) rotations about the unit grey axis a by ``angles`` (n, 1, 1), Rodrigues' formula:
+    cos t I + sin t [a]x + (1 - cos t) a a^T."""
+    axis = paddle.full([3, 1], 3.0 ** -0.5)
+    cross = paddle.to_tensor([[0.0, -1.0, 1.0], [1.0, 0.0, -1.0], [-1.0, 1.0, 0.0]]) * 3.0 ** -0.5
+    cos, sin = paddle.cos(angles), paddle.sin(angles)
+    return cos * paddle.eye(3) + sin * cross + (1.0 - cos) * paddle.matmul(axis, axis, transpose_y=True)
+
+
 # The one registry: name -> transform of (N, C, H, W) float32 images. Applied in this order.
-AUGMENTS = {"color": color, "translation": translation, "cutout": cutout, "flip": flip}
+AUGMENTS = {"color": color, "hue": hue, "translation": translation, "scale": scale, "cutout": cutout, "flip": flip}
 
 
 def parse(names: str) -> list[str]:

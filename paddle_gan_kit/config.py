@@ -99,7 +99,8 @@ class TrainConfig:
     # hold (colour, shape) instead of a few cues it can memorise; 0 = off; the DCGAN D only
     d_recon_weight: float = 0.0
     label_smoothing: float = 0.0  # one-sided: real target 1 - this (Salimans et al. 2016: 0.1)
-    # DiffAugment (Zhao et al. 2020) of everything D sees: any of "color,translation,cutout,flip"; "" = off
+    # DiffAugment (Zhao et al. 2020) of everything D sees: any of "color,translation,cutout,flip", and ADA's
+    # "scale" (isotropic zoom) and "hue" (rotation about the grey axis); "" = off
     augment: str = ""
     augment_p: float = 1.0  # probability that an image D sees is augmented
     color_strength: float = 1.0  # scales `color`'s ranges, in (0, 2] (1: DiffAugment's; 0.5: half as wide)

@@ -98,7 +98,7 @@ def test_diffaugment_is_differentiable_twice(channels, backend):
 
 def _check_diffaugment_twice(channels):
     paddle.seed(2)
-    aug = augment.DiffAugment("translation,cutout,color,flip")
+    aug = augment.DiffAugment("translation,cutout,color,flip,scale,hue")
     G = Generator(16, channels, 8, 4, 16)
     z = paddle.randn([3, 8])
     out = aug(G(z)).sum()
@@ -121,6 +121,56 @@ def test_flip_mirrors_about_half_the_images_and_keeps_the_others():
     mirrored = np.array([np.array_equal(out[i], xs[i, :, :, ::-1]) for i in range(64)])
     kept = np.array([np.array_equal(out[i], xs[i]) for i in range(64)])
     assert (mirrored ^ kept).all() and 16 < mirrored.sum() < 48
+
+
+def _bilinear_zoom_reference(v, scale):
+    """Zoom a 1-D signal about its centre by ``scale``: bilinear, mirrored at the borders."""
+    size = len(v)
+    centre = (size - 1) / 2
+    mirrored = np.concatenate([v, v[::-1]])  # one period of the reflected signal
+    out = []
+    for i in range(size):
+        source = (i - centre) / scale + centre
+        left = int(np.floor(source))
+        t = source - left
+        out.append((1 - t) * mirrored[left % (2 * size)] + t * mirrored[(left + 1) % (2 * size)])
+    return np.array(out)
+
+
+def test_scale_zooms_bilinearly_about_the_centre_with_mirrored_borders():
+    scales = paddle.to_tensor([[1.0], [2.0], [0.6], [1.3]])
+    zoom = augment._zoom_matrices(scales, 9).numpy()[:, 0]  # (4, 9, 9)
+    np.testing.assert_array_equal(zoom[0], np.eye(9))
+    v = np.random.default_rng(7).normal(size=9)
+    for matrix, s in zip(zoom[1:], (2.0, 0.6, 1.3)):
+        np.testing.assert_allclose(matrix @ v, _bilinear_zoom_reference(v, s), atol=1e-6)
+        np.testing.assert_allclose(matrix.sum(axis=1), 1.0, atol=1e-6)  # a flat image stays flat
+    paddle.seed(8)
+    x = paddle.to_tensor(np.random.default_rng(8).normal(size=(64, 3, 8, 8)).astype(np.float32))
+    out = augment.scale(x).numpy()
+    assert out.shape == (64, 3, 8, 8)
+    changed = ~np.isclose(out, x.numpy(), atol=1e-6).all(axis=(1, 2, 3))
+    assert changed.sum() > 50  # 2^N(0, 0.2^2) is 1 with probability 0
+    # the same zoom for every channel: the per-channel difference pattern is shared
+    diff = augment.scale(paddle.ones([2, 3, 8, 8]) * paddle.to_tensor([1.0, 2.0, 3.0]).reshape([1, 3, 1, 1]))
+    np.testing.assert_allclose(diff.numpy(), np.broadcast_to([1.0, 2.0, 3.0], (2, 8, 8, 3)).transpose(0, 3, 1, 2),
+                               rtol=1e-5)
+
+
+def test_hue_rotates_colours_about_the_grey_axis():
+    third = paddle.full([1, 1, 1], 2 * np.pi / 3)
+    np.testing.assert_allclose(augment._hue_rotations(third).numpy()[0], np.roll(np.eye(3), 1, axis=0), atol=1e-6)
+    paddle.seed(9)
+    x = paddle.to_tensor(np.random.default_rng(9).uniform(-1, 1, size=(64, 3, 5, 5)).astype(np.float32))
+    out = augment.hue(x).numpy()
+    xs = x.numpy()
+    np.testing.assert_allclose(np.linalg.norm(out, axis=1), np.linalg.norm(xs, axis=1), rtol=1e-5)  # a rotation
+    np.testing.assert_allclose(out.mean(axis=1), xs.mean(axis=1), atol=1e-6)  # brightness along the grey axis kept
+    greys = paddle.to_tensor(np.repeat(xs[:, :1], 3, axis=1))
+    np.testing.assert_allclose(augment.hue(greys).numpy(), greys.numpy(), atol=1e-6)
+    assert (~np.isclose(out, xs, atol=1e-3).all(axis=(1, 2, 3))).sum() > 50
+    gray = paddle.rand([2, 1, 4, 4])
+    np.testing.assert_array_equal(augment.hue(gray).numpy(), gray.numpy())
 
 
 def test_augment_p_mixes_augmented_and_plain_images():
