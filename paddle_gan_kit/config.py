@@ -79,6 +79,10 @@ class TrainConfig:
     # bottleneck and half the image (16 at 32 px); the DCGAN nets only
     g_attention: int = 0
     d_attention: int = 0
+    # every conv of G / D that changes the side also sees the pixel coordinates (CoordConv, Liu
+    # et al. 2018: shapes placed relative to the frame); the DCGAN nets only
+    g_coords: bool = False
+    d_coords: bool = False
     # "dcgan" (Radford et al. 2015) or "resnet": residual blocks at every stage (the CIFAR ResNets
     # of SNGAN and WGAN-GP: Miyato et al. 2018, Gulrajani et al. 2017); same widths, a step about
     # 6x the DCGAN's on the CPU at 32 px
@@ -306,6 +310,10 @@ def validate(cfg: TrainConfig) -> None:
         if side and (arch != "dcgan" or (key == "g_attention" and cfg.g_skip)):
             raise GanKitError(f"{key} adds self-attention to the DCGAN nets only; use "
                               f"{key[0]}_arch=dcgan{' and g_skip=false' if key[0] == 'g' else ''}, or {key}=0")
+    for key, arch in (("g_coords", cfg.g_arch), ("d_coords", cfg.d_arch)):
+        if getattr(cfg, key) and (arch != "dcgan" or (key == "g_coords" and cfg.g_skip)):
+            raise GanKitError(f"{key} adds coordinate channels to the DCGAN nets only; use "
+                              f"{key[0]}_arch=dcgan{' and g_skip=false' if key[0] == 'g' else ''}, or {key}=false")
     if cfg.d_recon_weight < 0 or (cfg.d_recon_weight > 0 and cfg.d_arch != "dcgan"):
         raise GanKitError(f"d_recon_weight must be >= 0 and needs the DCGAN D (d_arch=dcgan), got "
                           f"{cfg.d_recon_weight} with d_arch={cfg.d_arch}; use d_arch=dcgan or d_recon_weight=0")

@@ -9,10 +9,10 @@ import paddle_gan_kit
 from paddle_gan_kit import augment, losses
 from paddle_gan_kit.config import TrainConfig, parse_size
 from paddle_gan_kit.errors import GanKitError
-from paddle_gan_kit.models import build_discriminator, build_generator, resnet
+from paddle_gan_kit.models import build_discriminator, build_generator, count_parameters, resnet
 from paddle_gan_kit.models.dcgan import Discriminator, Generator
 from paddle_gan_kit.models import SelfModulation, init_weights
-from paddle_gan_kit.models.layers import (BatchNorm2D, MinibatchStd, NearestUpsample2x, SelfAttention, SpectralConv2D,
+from paddle_gan_kit.models.layers import (AddCoords, BatchNorm2D, MinibatchStd, NearestUpsample2x, SelfAttention, SpectralConv2D,
                                           UpsampleConv2D)
 from paddle_gan_kit.models.resnet import DownBlock, ResNetDiscriminator, ResNetGenerator, UpBlock, avg_pool2x
 from paddle_gan_kit.steps import AdversarialStep, recalibrate_batchnorm
@@ -597,6 +597,46 @@ def test_self_attention_trains_and_refuses_other_sides_and_nets(tmp_path, tiny_n
     assert not (tmp_path / "bad").exists()
 
 
+def test_coordconv_adds_the_pixel_coordinates_before_every_resizing_conv(tmp_path, tiny_npy):
+    x = paddle.randn([3, 5, 4, 4])
+    out = AddCoords(4)(x).numpy()
+    ramp = np.array([-1, -1 / 3, 1 / 3, 1], np.float32)
+    assert out.shape == (3, 7, 4, 4) and np.array_equal(out[:, :5], x.numpy())
+    for image in out:
+        np.testing.assert_allclose(image[5], np.tile(ramp, (4, 1)), atol=1e-6)  # x grows to the right
+        np.testing.assert_allclose(image[6], np.tile(ramp[:, None], (1, 4)), atol=1e-6)  # y grows downwards
+    for model, d_norm in (("dcgan", None), ("wgan_gp", None), ("dcgan", "spectral")):
+        cfg = TrainConfig(model=model, size=32, channels=3, z_dim=8, g_channels=4, d_channels=4, max_channels=16,
+                          g_upsample="nearest", g_coords=True, d_coords=True, d_norm=d_norm).resolve()
+        paddle.seed(5)
+        G, D = build_generator(cfg), build_discriminator(cfg)
+        sides = {net: [layer.grid.shape[-1] for layer in getattr(net, "net") if isinstance(layer, AddCoords)]
+                 for net in (G, D)}
+        assert sides[G] == [4, 8, 16] and sides[D] == [32, 16, 8]  # the input side of every resizing conv
+        plain = TrainConfig(model=model, size=32, channels=3, z_dim=8, g_channels=4, d_channels=4, max_channels=16,
+                            g_upsample="nearest", d_norm=d_norm).resolve()
+        k = 4 * 4  # D's 4x4 kernels; G's 3x3 convs
+        assert count_parameters(G) - count_parameters(build_generator(plain)) == 2 * 9 * (8 + 4 + 3)
+        assert count_parameters(D) - count_parameters(build_discriminator(plain)) == 2 * k * (4 + 8 + 16)
+        real, fake = paddle.randn([4, 3, 32, 32]), G(paddle.randn([4, 8])).detach()
+        assert fake.shape == [4, 3, 32, 32]
+        first = next(layer for layer in D.net if isinstance(layer, (paddle.nn.Conv2D, SpectralConv2D)))
+        penalty = losses.gradient_penalty(D, real, fake) + losses.r1_penalty(D, real)
+        penalty.backward()  # the penalties' double backward reaches the weights on the coordinates
+        assert float(first.weight.grad[:, 3:].abs().max()) > 0
+    trainer = Trainer(tiny_config(tmp_path / "r", "dcgan", tiny_npy, steps=2, g_coords=True, d_coords=True),
+                      progress=False)
+    trainer.fit()
+    assert trainer.step == 2
+    with pytest.raises(GanKitError, match="g_coords adds coordinate channels to the DCGAN nets only"):
+        TrainConfig(g_coords=True, g_skip=True, g_upsample="nearest").resolve()
+    result = run_cli("paddle_gan_kit.train", "--data", tiny_npy, "--out", tmp_path / "bad", "--size", "16",
+                     "--set", "d_coords=true", "--set", "d_arch=resnet")
+    assert_one_line_error(result, "d_coords adds coordinate channels to the DCGAN nets only", "d_arch=dcgan",
+                          "d_coords=false")
+    assert not (tmp_path / "bad").exists()
+
+
 @pytest.mark.parametrize("size,mbstd", [(16, 0), (32, 2), (96, 0)])
 def test_reconstructing_d_redraws_at_four_times_the_bottleneck_and_scores_as_before(size, mbstd):
     cfg = TrainConfig(size=size, channels=3, z_dim=8, d_channels=4, max_channels=16, d_mbstd=mbstd,
@@ -718,7 +758,8 @@ ALL_ON = dict(augment="translation,cutout,color", augment_p=0.8, color_strength=
                                                                              g_upsample="nearest", r1_gamma=0.1,
                                                                              d_mbstd=2, cr_weight=1.0,
                                                                              g_self_modulation=True,
-                                                                             g_attention=8, d_attention=4)),
+                                                                             g_attention=8, d_attention=4,
+                                                                             g_coords=True, d_coords=True)),
                                          ("dcgan", dict(g_arch="resnet", d_arch="resnet", g_upsample="nearest",
                                                         augment="translation,color", ema_decay=0.9, ema_rampup=0.05,
                                                         r1_gamma=0.1, d_mbstd=2))])

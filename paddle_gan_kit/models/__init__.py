@@ -12,11 +12,13 @@ from paddle_gan_kit.models.resnet import ResNetDiscriminator, ResNetGenerator
 
 def build_generator(cfg):
     """The generator for ``cfg`` (architecture, size, channels, z_dim, widths, upsampling, skip
-    outputs, self-modulation or self-attention), initialised."""
+    outputs, self-modulation, self-attention or CoordConv inputs), initialised."""
     kind = ResNetGenerator if cfg.g_arch == "resnet" else SkipGenerator if cfg.g_skip else Generator
     extra = {"self_modulation": True} if cfg.g_self_modulation else {}
     if cfg.g_attention:
         extra["attention"] = cfg.g_attention
+    if cfg.g_coords:
+        extra["coords"] = True
     return init_weights(kind(cfg.size, cfg.channels, cfg.z_dim, cfg.g_channels, cfg.max_channels, cfg.g_upsample,
                              **extra))
 
@@ -26,11 +28,13 @@ def build_discriminator(cfg):
     residual blocks) with ``cfg.d_norm`` after every inner conv (BatchNorm for DCGAN; layer,
     instance or no norm for a WGAN-GP critic), or spectrally normalised convs; a minibatch
     standard deviation channel when ``cfg.d_mbstd``; self-attention when ``cfg.d_attention``; a
-    reconstruction decoder when ``cfg.d_recon_weight``."""
+    reconstruction decoder when ``cfg.d_recon_weight``; CoordConv inputs when ``cfg.d_coords``."""
     kind = ResNetDiscriminator if cfg.d_arch == "resnet" else Discriminator
     extra = {"attention": cfg.d_attention} if cfg.d_attention else {}
     if cfg.d_recon_weight > 0:
         extra["reconstruct"] = True
+    if cfg.d_coords:
+        extra["coords"] = True
     return init_weights(kind(cfg.size, cfg.channels, cfg.d_channels, cfg.max_channels, cfg.d_norm, cfg.d_mbstd,
                              **extra))
 

@@ -11,7 +11,7 @@ import paddle
 from paddle import nn
 
 from paddle_gan_kit.config import parse_size
-from paddle_gan_kit.models.layers import (BatchNorm2D, Conv2D, Conv2DTranspose, LeakyReLU, MinibatchStd,
+from paddle_gan_kit.models.layers import (AddCoords, BatchNorm2D, Conv2D, Conv2DTranspose, LeakyReLU, MinibatchStd,
                                           NearestUpsample2x, ReLU, SampleLayerNorm, SelfAttention, SpectralConv2D,
                                           UpsampleConv2D, run_layers)
 
@@ -42,6 +42,11 @@ def _up_block(c_in: int, c_out: int, upsample: str) -> list:
     return [*upsample_conv(c_in, c_out, upsample, bias=False), BatchNorm2D(c_out), ReLU()]
 
 
+def _coords(side: int, coords: bool) -> tuple[list, int]:
+    """``AddCoords(side)`` as a layer list and the 2 channels it adds, or nothing."""
+    return ([AddCoords(side)], 2) if coords else ([], 0)
+
+
 class SelfModulation(nn.Layer):
     """Self-modulation (Chen et al. 2019): a BatchNorm's output x (N, C, H, W) scaled and shifted
     per sample by functions of that sample's latent z, x (1 + gamma(z)) + beta(z), where gamma and
@@ -67,12 +72,13 @@ class Generator(nn.Layer):
     ``upsample``: "transposed" (DCGAN's strided transposed convs), "nearest" or "bilinear"
     (upsample, then a 3x3 conv). ``self_modulation``: every BatchNorm's output is modulated by
     the latent (``SelfModulation``). ``attention``: a ``SelfAttention`` block after the stage
-    whose maps have that side (0: none).
+    whose maps have that side (0: none). ``coords``: every upsampling conv also sees its
+    input's pixel coordinates (``AddCoords``, CoordConv).
     """
 
     def __init__(self, size: int = 64, channels: int = 3, z_dim: int = 100,
                  base_channels: int = 64, max_channels: int = 512, upsample: str = "transposed",
-                 self_modulation: bool = False, attention: int = 0):
+                 self_modulation: bool = False, attention: int = 0, coords: bool = False):
         super().__init__()
         s0, k = parse_size(size)
         self.size, self.channels, self.z_dim = size, channels, z_dim
@@ -81,11 +87,14 @@ class Generator(nn.Layer):
         if attention == s0:
             layers.append(SelfAttention(widths[0]))
         for i, (c_in, c_out) in enumerate(zip(widths[:-1], widths[1:])):
-            layers += _up_block(c_in, c_out, upsample)  # (N, c_out, 2h, 2w)
+            add, extra = _coords(s0 * 2 ** i, coords)
+            layers += [*add, *_up_block(c_in + extra, c_out, upsample)]  # (N, c_out, 2h, 2w)
             if attention == s0 * 2 ** (i + 1):
                 layers.append(SelfAttention(c_out))
+        add, extra = _coords(size // 2, coords)
         layers += [
-            *upsample_conv(widths[-1], channels, upsample, bias=True),  # (N, C, size, size)
+            *add,
+            *upsample_conv(widths[-1] + extra, channels, upsample, bias=True),  # (N, C, size, size)
             nn.Tanh(),
         ]
         self.net = nn.Sequential(*layers)
@@ -159,27 +168,32 @@ class Discriminator(nn.Layer):
     ``SelfAttention`` block after the conv stage whose output has that side (0: none).
     ``reconstruct``: a ``decoder`` from the last feature map (N, w, s0, s0) to images (N, C,
     4 s0, 4 s0) in [-1, 1], for the self-supervised loss of FastGAN (Liu et al. 2021);
-    ``forward(x, reconstruct=True)`` returns the logits and that reconstruction.
+    ``forward(x, reconstruct=True)`` returns the logits and that reconstruction. ``coords``:
+    every strided conv also sees its input's pixel coordinates (``AddCoords``, CoordConv).
     """
 
     def __init__(self, size: int = 64, channels: int = 3, base_channels: int = 64,
                  max_channels: int = 512, norm: str = "batch", mbstd_group: int = 0, attention: int = 0,
-                 reconstruct: bool = False):
+                 reconstruct: bool = False, coords: bool = False):
         super().__init__()
         s0, k = parse_size(size)
         self.size, self.channels = size, channels
         widths = stage_channels(k, base_channels, max_channels)
         conv = SpectralConv2D if norm == "spectral" else Conv2D
+        add, extra = _coords(size, coords)
         layers = [
-            conv(channels, widths[0], 4, 2, 1),  # (N, w0, size/2, size/2)
+            *add,
+            conv(channels + extra, widths[0], 4, 2, 1),  # (N, w0, size/2, size/2)
             LeakyReLU(0.2),
         ]
         if attention == size // 2:
             layers.append(SelfAttention(widths[0], conv))
         has_norm = norm not in ("none", "spectral")
         for i, (c_in, c_out) in enumerate(zip(widths[:-1], widths[1:])):
+            add, extra = _coords(size // 2 ** (i + 1), coords)
             layers += [
-                conv(c_in, c_out, 4, 2, 1, bias_attr=False if has_norm else None),  # halves
+                *add,
+                conv(c_in + extra, c_out, 4, 2, 1, bias_attr=False if has_norm else None),  # halves
                 norm_layer(norm, c_out),
                 LeakyReLU(0.2),
             ]

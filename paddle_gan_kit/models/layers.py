@@ -307,6 +307,25 @@ def _unit(v):
     return v / (paddle.linalg.norm(v) + 1e-12)
 
 
+class AddCoords(nn.Layer):
+    """CoordConv's input (Liu et al. 2018): x (N, C, H, W) -> (N, C + 2, H, W), the last two
+    channels every position's x and y coordinate, from -1 at the first pixel to 1 at the last.
+    A conv after it knows where in the image it is, which zero padding tells it only near the
+    border: a net drawing shapes centred in the frame (cut stones) can place outlines directly."""
+
+    def __init__(self, side: int):
+        super().__init__()
+        ramp = paddle.linspace(-1.0, 1.0, side).reshape([1, side])
+        grid = paddle.stack([ramp.expand([side, side]), ramp.transpose([1, 0]).expand([side, side])])  # x, y
+        self.register_buffer("grid", grid.unsqueeze(0), persistable=False)  # (1, 2, side, side)
+
+    def forward(self, x):
+        # (N, 2, H, W) from x, times 0: Paddle's concat has no double grad for an input outside the
+        # graph (the penalties need it), and the broadcast also serves any batch size in an export
+        coords = x[:, :1] * 0.0 + self.grid
+        return paddle.concat([x, coords], axis=1)
+
+
 class SelfAttention(nn.Layer):
     """Self-attention over the positions of a feature map (SAGAN, Zhang et al. 2019, in BigGAN's
     form): every position mixes in features from the whole map, weighted by a softmax over
