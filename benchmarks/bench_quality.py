@@ -59,12 +59,8 @@ def held_out(dataset: str, n: int):
     if dataset.startswith("gems"):
         return gems.render_gems(n, size, seed=1), gems.render_gems(n, size, seed=2), None, None
     if dataset == "fmnist32":
-        directory = builtin.FASHION_MNIST_DIR
-        images = builtin.read_idx(next(directory / f"t10k-images-idx3-ubyte{e}" for e in ("", ".gz")
-                                       if (directory / f"t10k-images-idx3-ubyte{e}").exists()))
-        labels = builtin.read_idx(next(directory / f"t10k-labels-idx1-ubyte{e}" for e in ("", ".gz")
-                                       if (directory / f"t10k-labels-idx1-ubyte{e}").exists())).astype(np.int64)
-        images = builtin.resize_all(images.astype(np.uint8), size)
+        images, labels = builtin.load_fashion_mnist(split="t10k")
+        images = builtin.resize_all(images, size)
     else:
         images, labels = builtin.load_builtin("mnist", size)
     order = np.random.default_rng(0).permutation(len(images))

@@ -75,14 +75,15 @@ def load_mnist() -> tuple[np.ndarray, np.ndarray]:
     return table[:, :784].astype(np.uint8).reshape(-1, 28, 28), table[:, 784].copy()
 
 
-def load_fashion_mnist(directory: str | os.PathLike | None = None
+def load_fashion_mnist(directory: str | os.PathLike | None = None, split: str = "train"
                        ) -> tuple[np.ndarray, np.ndarray]:
-    """The 60,000 Fashion-MNIST training images: uint8 (60000, 28, 28), int64 (60000,), from
-    ``directory`` (default: where Debian's dataset-fashion-mnist installs them)."""
+    """Fashion-MNIST's 60,000 training images (``split="train"``) or 10,000 test images
+    ("t10k"): uint8 (N, 28, 28), int64 (N,), from ``directory`` (default: where Debian's
+    dataset-fashion-mnist installs them)."""
     directory = Path(directory) if directory is not None else FASHION_MNIST_DIR
     found = {}
     for kind in ("images-idx3-ubyte", "labels-idx1-ubyte"):
-        candidates = [directory / f"train-{kind}{ext}" for ext in ("", ".gz")]
+        candidates = [directory / f"{split}-{kind}{ext}" for ext in ("", ".gz")]
         existing = [p for p in candidates if p.exists()]
         if not existing:
             raise DataPrepError(f"Fashion-MNIST is not installed ({candidates[1]} missing); "
