@@ -83,6 +83,9 @@ class TrainConfig:
     # et al. 2018: shapes placed relative to the frame); the DCGAN nets only
     g_coords: bool = False
     d_coords: bool = False
+    # D on the images and on copies average-pooled 2x, 4x, ... (pix2pixHD's multi-scale D, Wang et
+    # al. 2018): 1 = one D; each smaller D must be a valid size (16 px and up); the DCGAN D only
+    d_scales: int = 1
     # "dcgan" (Radford et al. 2015) or "resnet": residual blocks at every stage (the CIFAR ResNets
     # of SNGAN and WGAN-GP: Miyato et al. 2018, Gulrajani et al. 2017); same widths, a step about
     # 6x the DCGAN's on the CPU at 32 px
@@ -314,6 +317,11 @@ def validate(cfg: TrainConfig) -> None:
         if getattr(cfg, key) and (arch != "dcgan" or (key == "g_coords" and cfg.g_skip)):
             raise GanKitError(f"{key} adds coordinate channels to the DCGAN nets only; use "
                               f"{key[0]}_arch=dcgan{' and g_skip=false' if key[0] == 'g' else ''}, or {key}=false")
+    if cfg.d_scales != 1:
+        most = parse_size(cfg.size)[1] - 1  # the smallest D needs k >= 2
+        if not 1 <= cfg.d_scales <= most or cfg.d_arch != "dcgan" or cfg.d_recon_weight > 0:
+            raise GanKitError(f"d_scales is {cfg.d_scales}; at size {cfg.size} use 1 to {most} (each D at least "
+                              f"16 px) with d_arch=dcgan and d_recon_weight=0, or d_scales=1")
     if cfg.d_recon_weight < 0 or (cfg.d_recon_weight > 0 and cfg.d_arch != "dcgan"):
         raise GanKitError(f"d_recon_weight must be >= 0 and needs the DCGAN D (d_arch=dcgan), got "
                           f"{cfg.d_recon_weight} with d_arch={cfg.d_arch}; use d_arch=dcgan or d_recon_weight=0")

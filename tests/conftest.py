@@ -79,6 +79,15 @@ def tiny_config(out, model="dcgan", data=None, **overrides):
 
 
 @pytest.fixture(scope="session")
+def tiny_npy32(tmp_path_factory, tiny_npy):
+    """The same blobs at 32 px (each pixel repeated 2x2), for options that need a larger side."""
+    images = np.load(tiny_npy).repeat(2, axis=1).repeat(2, axis=2)
+    path = tmp_path_factory.mktemp("data32") / "blobs32.npy"
+    np.save(path, images)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory, tiny_npy):
     """A trained 4-step tiny DCGAN run directory (shared, read-only for tests)."""
     import paddle_gan_kit

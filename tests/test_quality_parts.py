@@ -10,7 +10,7 @@ from paddle_gan_kit import augment, losses
 from paddle_gan_kit.config import TrainConfig, parse_size
 from paddle_gan_kit.errors import GanKitError
 from paddle_gan_kit.models import build_discriminator, build_generator, count_parameters, resnet
-from paddle_gan_kit.models.dcgan import Discriminator, Generator
+from paddle_gan_kit.models.dcgan import Discriminator, Generator, MultiScaleDiscriminator
 from paddle_gan_kit.models import SelfModulation, init_weights
 from paddle_gan_kit.models.layers import (AddCoords, BatchNorm2D, MinibatchStd, NearestUpsample2x, SelfAttention, SpectralConv2D,
                                           UpsampleConv2D)
@@ -637,6 +637,37 @@ def test_coordconv_adds_the_pixel_coordinates_before_every_resizing_conv(tmp_pat
     assert not (tmp_path / "bad").exists()
 
 
+@pytest.mark.parametrize("model", ["dcgan", "wgan_gp"])
+def test_multiscale_d_scores_the_images_and_their_pooled_copies(tmp_path, tiny_npy32, model):
+    cfg = TrainConfig(model=model, size=64, channels=3, d_channels=4, max_channels=16, d_scales=3).resolve()
+    paddle.seed(6)
+    D = build_discriminator(cfg)
+    assert isinstance(D, MultiScaleDiscriminator) and [d.size for d in D.scales] == [64, 32, 16]
+    x = paddle.randn([5, 3, 64, 64])
+    xs = x.numpy()
+    pooled = [xs, xs.reshape(5, 3, 32, 2, 32, 2).mean((3, 5))]
+    pooled.append(pooled[1].reshape(5, 3, 16, 2, 16, 2).mean((3, 5)))
+    want = np.concatenate([d(paddle.to_tensor(p)).numpy() for d, p in zip(D.scales, pooled)])
+    np.testing.assert_allclose(D(x).numpy(), want, rtol=1e-5, atol=1e-5)
+    assert count_parameters(D) == sum(count_parameters(d) for d in D.scales)
+    real, fake = paddle.randn([4, 3, 64, 64]), paddle.randn([4, 3, 64, 64])
+    penalty = losses.gradient_penalty(D, real, fake) + losses.r1_penalty(D, real)
+    penalty.backward()  # the penalties' double backward reaches every scale, through the pooling
+    for d in D.scales:
+        assert float(d.net[0].weight.grad.abs().max()) > 0
+    run = tiny_config(tmp_path / "r", model, tiny_npy32, steps=2, size=32, d_scales=2)
+    trainer = Trainer(run, progress=False)
+    trainer.fit()
+    assert trainer.step == 2
+    assert any(key.startswith("scales.1.") for key in params_of(str(tmp_path / "r"), 2)["discriminator"])
+    for size, extra, fragment in ((28, [], "at size 28 use 1 to 1"), (32, ["--set", "d_arch=resnet"], "d_arch=dcgan"),
+                                  (32, ["--set", "d_recon_weight=1"], "d_recon_weight=0")):
+        result = run_cli("paddle_gan_kit.train", "--data", tiny_npy32, "--out", tmp_path / "bad", "--size", str(size),
+                         "--set", "d_scales=2", *extra)
+        assert_one_line_error(result, "d_scales is 2", fragment, "or d_scales=1")
+        assert not (tmp_path / "bad").exists()
+
+
 @pytest.mark.parametrize("size,mbstd", [(16, 0), (32, 2), (96, 0)])
 def test_reconstructing_d_redraws_at_four_times_the_bottleneck_and_scores_as_before(size, mbstd):
     cfg = TrainConfig(size=size, channels=3, z_dim=8, d_channels=4, max_channels=16, d_mbstd=mbstd,
@@ -762,9 +793,13 @@ ALL_ON = dict(augment="translation,cutout,color", augment_p=0.8, color_strength=
                                                                              g_coords=True, d_coords=True)),
                                          ("dcgan", dict(g_arch="resnet", d_arch="resnet", g_upsample="nearest",
                                                         augment="translation,color", ema_decay=0.9, ema_rampup=0.05,
-                                                        r1_gamma=0.1, d_mbstd=2))])
-def test_resume_is_bit_exact_with_every_option_on(tmp_path, tiny_npy, model, extra):
+                                                        r1_gamma=0.1, d_mbstd=2)),
+                                         ("dcgan", dict(size=32, d_scales=2, g_coords=True, d_coords=True,
+                                                        g_upsample="nearest", augment="color,hue,translation,scale",
+                                                        ema_decay=0.9, ema_rampup=0.05, r1_gamma=0.1))])
+def test_resume_is_bit_exact_with_every_option_on(tmp_path, tiny_npy, tiny_npy32, model, extra):
     common = dict(snapshot_every=100, sample_every=100, n_critic=2, **extra)
+    tiny_npy = tiny_npy32 if extra.get("size") == 32 else tiny_npy
     paddle_gan_kit.train(tiny_config(tmp_path / "whole", model, tiny_npy, steps=6, **common), progress=False)
     paddle_gan_kit.train(tiny_config(tmp_path / "half", model, tiny_npy, steps=3, **common), progress=False)
     paddle_gan_kit.train(tiny_config(tmp_path / "half", model, tiny_npy, steps=6, **common), resume=True,

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from paddle_gan_kit.errors import GanKitError
-from paddle_gan_kit.models.dcgan import Discriminator, Generator, SelfModulation, SkipGenerator
+from paddle_gan_kit.models.dcgan import (Discriminator, Generator, MultiScaleDiscriminator, SelfModulation,
+                                         SkipGenerator)
 from paddle_gan_kit.models.init import count_parameters, init_weights
 from paddle_gan_kit.models.resnet import ResNetDiscriminator, ResNetGenerator
 
@@ -28,9 +29,12 @@ def build_discriminator(cfg):
     residual blocks) with ``cfg.d_norm`` after every inner conv (BatchNorm for DCGAN; layer,
     instance or no norm for a WGAN-GP critic), or spectrally normalised convs; a minibatch
     standard deviation channel when ``cfg.d_mbstd``; self-attention when ``cfg.d_attention``; a
-    reconstruction decoder when ``cfg.d_recon_weight``; CoordConv inputs when ``cfg.d_coords``."""
+    reconstruction decoder when ``cfg.d_recon_weight``; CoordConv inputs when ``cfg.d_coords``;
+    ``cfg.d_scales`` of them on ever smaller copies of the images when it is above 1."""
     kind = ResNetDiscriminator if cfg.d_arch == "resnet" else Discriminator
     extra = {"attention": cfg.d_attention} if cfg.d_attention else {}
+    if cfg.d_scales > 1:
+        kind, extra["scales"] = MultiScaleDiscriminator, cfg.d_scales
     if cfg.d_recon_weight > 0:
         extra["reconstruct"] = True
     if cfg.d_coords:

@@ -219,3 +219,27 @@ class Discriminator(nn.Layer):
         features = run_layers(layers[:self.body_length], x)  # (N, w, s0, s0)
         logits = run_layers(layers[self.body_length:], features).reshape([-1])  # (N,)
         return logits, self.decoder(features)
+
+
+class MultiScaleDiscriminator(nn.Layer):
+    """Several DCGAN discriminators, each on the images average-pooled by another factor of 2
+    (pix2pixHD's multi-scale D, Wang et al. 2018): the full-size one judges detail, the smaller
+    ones whole shapes and colours, and their gradients reach G's output through the pooling.
+    Images (N, C, size, size) -> the logits of every scale, concatenated: (scales * N,), so a
+    loss's mean is the mean over the scales, and a penalty's gradient that of their sum.
+    ``kwargs`` as ``Discriminator``'s (not ``reconstruct``)."""
+
+    def __init__(self, size: int, channels: int, base_channels: int, max_channels: int, norm: str,
+                 mbstd_group: int = 0, scales: int = 2, **kwargs):
+        super().__init__()
+        self.size, self.channels = size, channels
+        self.scales = nn.LayerList([Discriminator(size // 2 ** i, channels, base_channels, max_channels, norm,
+                                                  mbstd_group, **kwargs) for i in range(scales)])
+
+    def forward(self, x):
+        logits = []
+        for i, discriminator in enumerate(self.scales):
+            if i:
+                x = paddle.nn.functional.avg_pool2d(x, 2)  # (N, C, size / 2^i, size / 2^i); has a double grad
+            logits.append(discriminator(x))
+        return paddle.concat(logits)  # (scales * N,)
