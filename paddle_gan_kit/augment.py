@@ -128,7 +128,9 @@ def scale(x):
     and reflected at the borders; x (N, C, H, W). Two batched matrix products like ``translation``."""
     n, _, h, w = x.shape
     scales = paddle.pow(paddle.full([n, 1], 2.0), paddle.randn([n, 1]) * SCALE_STD)
-    return paddle.matmul(paddle.matmul(_zoom_matrices(scales, h), x), _zoom_matrices(scales, w), transpose_y=True)
+    rows = _zoom_matrices(scales, h)
+    cols = rows if w == h else _zoom_matrices(scales, w)  # square images: one set of matrices
+    return paddle.matmul(paddle.matmul(rows, x), cols, transpose_y=True)
 
 
 def hue(x):
