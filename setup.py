@@ -9,12 +9,12 @@ from setuptools import find_packages, setup
 
 setup(
     name="paddle_gan_kit",
-    version="0.1.0",
+    version="0.2.0",
     description="DCGAN and WGAN-GP training, sampling and latent-walk GIFs on PaddlePaddle 2.6 and 3.x",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.9",
-    packages=find_packages(include=["paddle_gan_kit", "paddle_gan_kit.*", "data_prep", "data_prep.*"]),
+    packages=find_packages(include=["paddle_gan_kit", "paddle_gan_kit.*", "data_prep", "data_prep.*", "safe_files"]),
     install_requires=[
         "numpy>=1.21",
         # headless: the same cv2 module without the GUI libraries a server lacks (libGL)

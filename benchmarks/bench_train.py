@@ -44,11 +44,8 @@ from paddle_gan_kit.trainer import Trainer  # noqa: E402
 # recipe keys that shape the nets and the step (its augmentation, objective and penalties too);
 # data, steps and outputs are the benchmark's own
 SHAPE_KEYS = ("model", "size", "batch_size", "g_channels", "d_channels", "max_channels", "z_dim", "z_dist",
-              "d_norm", "d_mbstd", "n_critic", "channels", "g_upsample", "g_skip", "g_self_modulation",
-              "g_attention", "d_attention", "g_coords", "d_coords", "d_scales", "d_recon_weight", "g_arch", "d_arch",
-              "loss", "gp_weight", "r1_gamma",
-              "lecam_weight", "label_smoothing", "augment", "augment_p", "color_strength", "cr_weight", "cr_augment",
-              "ema_decay", "ema_rampup")
+              "d_norm", "n_critic", "channels", "g_upsample", "g_arch", "d_arch", "loss", "gp_weight", "r1_gamma",
+              "label_smoothing", "augment", "ema_decay", "ema_rampup")
 
 
 def recipes() -> dict[str, dict]:

@@ -1,20 +1,10 @@
-"""The exception types for mistakes a user can make and fix.
-
-Every command-line tool of this project prints a ``UserError`` as ``error: <message>`` on one
-line and exits with code 2; anything else is a programming error and stays a traceback. This is
-the lowest module of the project (no imports), so both packages share it: ``data_prep`` raises
-``DataPrepError`` and ``paddle_gan_kit`` its ``GanKitError``, both kinds of ``UserError``.
-"""
+"""The data preparation stage's user error (see ``safe_files.errors`` for the shared types)."""
 from __future__ import annotations
 
+from safe_files.errors import NoSpaceError, UserError
 
-class UserError(Exception):
-    """A mistake the user can fix; the message names the problem and the fix in one line."""
+__all__ = ["DataPrepError", "NoSpaceError", "UserError"]
 
 
 class DataPrepError(UserError):
     """A user error in data preparation (bad path, bad option, unusable data)."""
-
-
-class NoSpaceError(UserError):
-    """A write ran out of disk space; the partial file was removed and nothing complete was lost."""

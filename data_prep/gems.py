@@ -19,7 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from data_prep import files
+import safe_files as files
 from data_prep.errors import DataPrepError
 from data_prep.workers import process_pool
 

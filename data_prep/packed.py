@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from data_prep.errors import DataPrepError
-from data_prep.files import TMP_MARK, atomic_path, encode_png, tmp_name, write_text_atomic
+from safe_files import TMP_MARK, atomic_path, encode_png, tmp_name, write_text_atomic
 
 MANIFEST = "manifest.json"
 FORMAT = "data_prep/1"

@@ -22,7 +22,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from data_prep import files, packed
+import safe_files as files
+from data_prep import packed
 from data_prep.decode import UndecodableImage, decode_image
 from data_prep.errors import DataPrepError, UserError
 from data_prep.fit import check_options, check_sizes, fit_square

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 
 from data_prep.errors import DataPrepError
-from data_prep.files import write_png
+from safe_files import write_png
 
 
 def image_grid(images: np.ndarray, columns: int = 8, gap: int = 2) -> np.ndarray:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, fields
 
 import yaml
 
-from data_prep.files import write_text_atomic
+from safe_files import write_text_atomic
 from paddle_gan_kit import augment
 from paddle_gan_kit.errors import GanKitError
 
@@ -63,29 +63,9 @@ class TrainConfig:
     # norm after each inner D conv: "batch" (DCGAN), "layer" (WGAN-GP paper), "instance", "none",
     # or "spectral": every D weight divided by its spectral norm (SNGAN, Miyato et al. 2018)
     d_norm: typing.Optional[str] = None
-    # minibatch standard deviation before D's last conv (Karras et al. 2018): the group size, 0 = off
-    d_mbstd: int = 0
-    # how G doubles the side: "transposed" (DCGAN's 4x4 stride-2), "nearest" or "bilinear"
-    # (upsample + 3x3 conv, which avoids the checkerboard, Odena et al. 2016)
+    # how G doubles the side: "transposed" (DCGAN's 4x4 stride-2) or "nearest" (upsample + 3x3
+    # conv, which avoids the checkerboard, Odena et al. 2016)
     g_upsample: str = "transposed"
-    # every resolution adds its own RGB output (StyleGAN2's skip generator): colour and layout
-    # from the low resolutions early, detail later
-    g_skip: bool = False
-    # every BatchNorm's output in G scaled and shifted by an MLP of the latent (self-modulation,
-    # Chen et al. 2019); the DCGAN generator only
-    g_self_modulation: bool = False
-    # side of the feature map in G / D followed by a self-attention block (SAGAN, Zhang et al.
-    # 2019: every position sees the whole map); 0 = none, else an even side between the
-    # bottleneck and half the image (16 at 32 px); the DCGAN nets only
-    g_attention: int = 0
-    d_attention: int = 0
-    # every conv of G / D that changes the side also sees the pixel coordinates (CoordConv, Liu
-    # et al. 2018: shapes placed relative to the frame); the DCGAN nets only
-    g_coords: bool = False
-    d_coords: bool = False
-    # D on the images and on copies average-pooled 2x, 4x, ... (pix2pixHD's multi-scale D, Wang et
-    # al. 2018): 1 = one D; each smaller D must be a valid size (16 px and up); the DCGAN D only
-    d_scales: int = 1
     # "dcgan" (Radford et al. 2015) or "resnet": residual blocks at every stage (the CIFAR ResNets
     # of SNGAN and WGAN-GP: Miyato et al. 2018, Gulrajani et al. 2017); same widths, a step about
     # 6x the DCGAN's on the CPU at 32 px
@@ -96,25 +76,9 @@ class TrainConfig:
     loss: typing.Optional[str] = None  # "nonsaturating" (DCGAN), "wasserstein" (WGAN-GP) or "hinge" (SNGAN)
     gp_weight: typing.Optional[float] = None  # gradient penalty weight lambda on interpolates; 0 = off
     r1_gamma: float = 0.0  # R1 penalty gamma/2 E|grad D(real)|^2 (Mescheder et al. 2018); 0 = off
-    # LeCam (Tseng et al. 2021): D's outputs on each side kept near moving averages of the other
-    # side's; 0 = off (the paper: 0.3 with hinge-loss BigGAN and DiffAugment on CIFAR)
-    lecam_weight: float = 0.0
-    lecam_decay: float = 0.99  # decay of those averages per D update (the reference code's 0.99)
-    # self-supervised D (FastGAN, Liu et al. 2021): a small decoder on D's last feature map must
-    # redraw the real image D saw at 4x the bottleneck side (16 px at 32 and 64 px), and this
-    # weight * its mean squared error joins D's loss, so D's features keep what the images
-    # hold (colour, shape) instead of a few cues it can memorise; 0 = off; the DCGAN D only
-    d_recon_weight: float = 0.0
     label_smoothing: float = 0.0  # one-sided: real target 1 - this (Salimans et al. 2016: 0.1)
-    # DiffAugment (Zhao et al. 2020) of everything D sees: any of "color,translation,cutout,flip", and ADA's
-    # "scale" (isotropic zoom) and "hue" (rotation about the grey axis); "" = off
+    # DiffAugment (Zhao et al. 2020) of everything D sees: any of "color,translation,cutout"; "" = off
     augment: str = ""
-    augment_p: float = 1.0  # probability that an image D sees is augmented
-    color_strength: float = 1.0  # scales `color`'s ranges, in (0, 2] (1: DiffAugment's; 0.5: half as wide)
-    # balanced consistency regularisation (bCR, Zhao et al. 2021): weight * (E[(D(T(x)) - D(x))^2]
-    # on real + the same on generated images), T drawn from cr_augment; 0 = off (the paper: 10)
-    cr_weight: float = 0.0
-    cr_augment: str = "translation,flip"  # T: any of the augmentations, applied after `augment`
 
     # --- optimisation --------------------------------------------------------------------
     steps: int = 10000  # total generator updates of the run; --resume continues up to this
@@ -174,14 +138,13 @@ class TrainConfig:
 # VisualDL), and the data path (AI Studio mounts the same dataset under new paths).
 RESUMABLE_KEYS = frozenset(
     {"steps", "snapshot_every", "keep_snapshots", "sample_every", "log_every", "device", "out",
-     "eval_every", "eval_weights", "amp", "lr_g", "lr_d", "gp_weight", "r1_gamma", "lecam_weight", "cr_weight",
-     "data", "conv_backend"}
+     "eval_every", "eval_weights", "amp", "lr_g", "lr_d", "gp_weight", "r1_gamma", "data", "conv_backend"}
 )
 
 _CHOICES = {
     "z_dist": ("normal", "uniform"),
     "d_norm": ("batch", "layer", "instance", "none", "spectral"),
-    "g_upsample": ("transposed", "nearest", "bilinear"),
+    "g_upsample": ("transposed", "nearest"),
     "g_arch": ("dcgan", "resnet"),
     "d_arch": ("dcgan", "resnet"),
     "loss": ("nonsaturating", "wasserstein", "hinge"),
@@ -194,7 +157,27 @@ _CHOICES = {
 
 # Keys of earlier versions: what they became, for configs and snapshots written by them.
 _RENAMED = {"critic_norm": "d_norm"}
-_REMOVED = {"compile"}  # paddle.jit.to_static training: lost the penalty's gradients (README)
+_REMOVED = {"compile"}  # paddle.jit.to_static training: lost the penalty's gradients (docs/speed.md)
+
+# Options of 0.1.0 that measured no gain anywhere they were tried (docs/quality.md has the
+# numbers), removed in 0.2.0, each with the value that meant "off" (_ANY: off whatever its value,
+# since its weight was the switch). A saved config holding the off value loads as before; one
+# that used the option is refused in one line, and so is any config or --set that names it.
+REMOVED_IN, LAST_WITH = "0.2.0", "0.1.0"
+_ANY = object()
+_REMOVED_OPTIONS = {
+    "g_coords": False, "d_coords": False, "d_scales": 1, "g_attention": 0, "d_attention": 0, "d_recon_weight": 0.0,
+    "g_self_modulation": False, "g_skip": False, "d_mbstd": 0, "lecam_weight": 0.0, "lecam_decay": _ANY,
+    "cr_weight": 0.0, "cr_augment": _ANY, "color_strength": 1.0, "augment_p": 1.0,
+}
+# values of options that stay, removed the same way
+_REMOVED_VALUES = {"augment": ("flip", "scale", "hue"), "g_upsample": ("bilinear",)}
+
+
+def removed_message(what: str) -> str:
+    """One line for a removed option or value: since when, which version has it, where its finding is."""
+    return (f"{what} was removed in paddle_gan_kit {REMOVED_IN}: it measured no gain (docs/quality.md); "
+            f"drop it, or use paddle_gan_kit {LAST_WITH} for a run that needs it")
 
 
 def field_names() -> list[str]:
@@ -215,6 +198,8 @@ def _field_type(name: str):
 
 def coerce(name: str, value):
     """Check ``value`` against the type of key ``name`` (int -> float allowed)."""
+    if name in _REMOVED_OPTIONS:
+        raise GanKitError(removed_message(f"config key '{name}'"))
     if name not in field_names():
         raise GanKitError(unknown_key_message(name))
     tp, optional = _field_type(name)
@@ -271,13 +256,6 @@ def parse_size(size: int) -> tuple[int, int]:
     raise GanKitError(f"unsupported size {size!r}; use one of {SIZES_HINT}")
 
 
-def attention_sides(size: int) -> list[int]:
-    """The feature-map sides of G and D at ``size`` that can take a self-attention block: the
-    even ones from the bottleneck s0 up to size / 2 (G's inner maps and D's conv outputs)."""
-    s0, k = parse_size(size)
-    return [s0 * 2**i for i in range(k) if (s0 * 2**i) % 2 == 0]
-
-
 def validate(cfg: TrainConfig) -> None:
     """Raise ``GanKitError`` naming the first invalid key and its allowed values."""
     for f in fields(TrainConfig):
@@ -287,6 +265,8 @@ def validate(cfg: TrainConfig) -> None:
     parse_size(cfg.size)
     for key, allowed in _CHOICES.items():
         value = getattr(cfg, key)
+        if value in _REMOVED_VALUES.get(key, ()):
+            raise GanKitError(removed_message(f"{key}={value}"))
         if value is not None and value not in allowed:
             raise GanKitError(f"config key '{key}' is {value!r}; allowed: {', '.join(allowed)}")
     if cfg.channels not in (None, 1, 3):
@@ -299,68 +279,26 @@ def validate(cfg: TrainConfig) -> None:
             raise GanKitError(f"config key '{key}' must be >= 1, got {getattr(cfg, key)}")
     if cfg.eval_every < 0 or cfg.eval_n < 2:
         raise GanKitError(f"eval_every must be >= 0 and eval_n >= 2, got {cfg.eval_every} and {cfg.eval_n}")
-    if cfg.g_skip and cfg.g_arch != "dcgan":
-        raise GanKitError("g_skip adds skip outputs to the DCGAN generator only; use g_arch=dcgan or g_skip=false")
-    if cfg.g_self_modulation and (cfg.g_arch != "dcgan" or cfg.g_skip):
-        raise GanKitError("g_self_modulation modulates the plain DCGAN generator only; use g_arch=dcgan and "
-                          "g_skip=false, or g_self_modulation=false")
-    sides = attention_sides(cfg.size)
-    for key, arch in (("g_attention", cfg.g_arch), ("d_attention", cfg.d_arch)):
-        side = getattr(cfg, key)
-        if side and side not in sides:
-            raise GanKitError(f"{key} is {side}; at size {cfg.size} use 0 (none) or a feature-map side: "
-                              f"{', '.join(map(str, sides))}")
-        if side and (arch != "dcgan" or (key == "g_attention" and cfg.g_skip)):
-            raise GanKitError(f"{key} adds self-attention to the DCGAN nets only; use "
-                              f"{key[0]}_arch=dcgan{' and g_skip=false' if key[0] == 'g' else ''}, or {key}=0")
-    for key, arch in (("g_coords", cfg.g_arch), ("d_coords", cfg.d_arch)):
-        if getattr(cfg, key) and (arch != "dcgan" or (key == "g_coords" and cfg.g_skip)):
-            raise GanKitError(f"{key} adds coordinate channels to the DCGAN nets only; use "
-                              f"{key[0]}_arch=dcgan{' and g_skip=false' if key[0] == 'g' else ''}, or {key}=false")
-    if cfg.d_scales != 1:
-        most = parse_size(cfg.size)[1] - 1  # the smallest D needs k >= 2
-        if not 1 <= cfg.d_scales <= most or cfg.d_arch != "dcgan" or cfg.d_recon_weight > 0:
-            raise GanKitError(f"d_scales is {cfg.d_scales}; at size {cfg.size} use 1 to {most} (each D at least "
-                              f"16 px) with d_arch=dcgan and d_recon_weight=0, or d_scales=1")
-    if cfg.d_recon_weight < 0 or (cfg.d_recon_weight > 0 and cfg.d_arch != "dcgan"):
-        raise GanKitError(f"d_recon_weight must be >= 0 and needs the DCGAN D (d_arch=dcgan), got "
-                          f"{cfg.d_recon_weight} with d_arch={cfg.d_arch}; use d_arch=dcgan or d_recon_weight=0")
-    if cfg.d_mbstd < 0:
-        raise GanKitError(f"d_mbstd must be >= 0 (0 = off, else the group size, 4 is common), got {cfg.d_mbstd}")
     if cfg.n_critic is not None and cfg.n_critic < 1:
         raise GanKitError(f"n_critic must be >= 1, got {cfg.n_critic}")
-    if not 0.0 <= cfg.label_smoothing < 0.5:
-        raise GanKitError(f"label_smoothing must be in [0, 0.5), got {cfg.label_smoothing}")
-    if not 0.0 <= cfg.ema_decay < 1.0:
-        raise GanKitError(f"ema_decay must be in [0, 1), got {cfg.ema_decay}")
+    in_range = {"label_smoothing": (0.0, 0.5), "ema_decay": (0.0, 1.0), "beta1": (0.0, 1.0), "beta2": (0.0, 1.0)}
+    for key, (low, high) in in_range.items():
+        value = getattr(cfg, key)
+        if value is not None and not low <= value < high:
+            raise GanKitError(f"{key} must be in [{low:g}, {high:g}), got {value}")
     for key in ("lr_g", "lr_d"):
         value = getattr(cfg, key)
         if value is not None and not value > 0:
             raise GanKitError(f"{key} must be > 0, got {value}")
-    for key in ("beta1", "beta2"):
+    for key in ("gp_weight", "r1_gamma", "ema_rampup"):
         value = getattr(cfg, key)
-        if value is not None and not 0.0 <= value < 1.0:
-            raise GanKitError(f"{key} must be in [0, 1), got {value}")
-    if cfg.gp_weight is not None and cfg.gp_weight < 0:
-        raise GanKitError(f"gp_weight must be >= 0, got {cfg.gp_weight}")
-    if cfg.r1_gamma < 0 or cfg.ema_rampup < 0:
-        raise GanKitError(f"r1_gamma and ema_rampup must be >= 0, got {cfg.r1_gamma} and {cfg.ema_rampup}")
-    if cfg.lecam_weight < 0 or not 0.0 <= cfg.lecam_decay < 1.0:
-        raise GanKitError(f"lecam_weight must be >= 0 and lecam_decay in [0, 1), got {cfg.lecam_weight} and "
-                          f"{cfg.lecam_decay}")
-    bad = augment.unknown(cfg.augment)
-    if bad:
-        raise GanKitError(f"unknown augmentation {bad[0]!r} in augment; use any of {','.join(augment.AUGMENTS)} "
+        if value is not None and value < 0:
+            raise GanKitError(f"{key} must be >= 0, got {value}")
+    for name in augment.unknown(cfg.augment):
+        if name in _REMOVED_VALUES["augment"]:
+            raise GanKitError(removed_message(f"the augmentation '{name}'") + f" (keep {','.join(augment.AUGMENTS)})")
+        raise GanKitError(f"unknown augmentation {name!r} in augment; use any of {','.join(augment.AUGMENTS)} "
                           "(comma-separated), e.g. --set augment=translation,cutout,color")
-    bad = augment.unknown(cfg.cr_augment)
-    if cfg.cr_weight < 0 or bad or not augment.parse(cfg.cr_augment):
-        raise GanKitError(f"cr_weight must be >= 0 and cr_augment name augmentations, got {cfg.cr_weight} and "
-                          f"{cfg.cr_augment!r}; use e.g. --set cr_weight=10 --set cr_augment=translation,flip "
-                          f"(any of {','.join(augment.AUGMENTS)})")
-    if not 0.0 < cfg.augment_p <= 1.0:
-        raise GanKitError(f"augment_p must be in (0, 1], got {cfg.augment_p}")
-    if not 0.0 < cfg.color_strength <= 2.0:
-        raise GanKitError(f"color_strength must be in (0, 2], got {cfg.color_strength}; e.g. --set color_strength=0.5")
 
 
 def load_yaml(path: str) -> dict:
@@ -408,8 +346,18 @@ def build_config(base: typing.Optional[dict] = None, **overrides) -> TrainConfig
 
 def saved_config(values: dict) -> TrainConfig:
     """The resolved config a run saved (in config.yaml or a snapshot), from this or an earlier
-    version: renamed keys are carried over, removed ones dropped, and presets filled in."""
+    version: renamed keys are carried over, removed ones dropped (a removed option that the run
+    used is refused in one line), and presets filled in."""
     values = dict(values)
+    for key, off in _REMOVED_OPTIONS.items():
+        if key in values:
+            value = values.pop(key)
+            if off is not _ANY and value != off:
+                raise GanKitError(removed_message(f"this run uses {key}={value}, an option that"))
+    for key, gone in _REMOVED_VALUES.items():
+        used = [name for name in str(values.get(key) or "").split(",") if name.strip() in gone]
+        if used:
+            raise GanKitError(removed_message(f"this run uses {key}={values[key]}, whose '{used[0].strip()}'"))
     for old, new in _RENAMED.items():
         if old in values:
             value = values.pop(old)

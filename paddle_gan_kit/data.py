@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import paddle
 
-from data_prep.files import cache_dir
+from safe_files import cache_dir
 from paddle_gan_kit.errors import GanKitError
 from paddle_gan_kit.images import check_image_array, match_channels
 

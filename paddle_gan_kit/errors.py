@@ -11,7 +11,7 @@ import argparse
 import functools
 import sys
 
-from data_prep.errors import NoSpaceError, UserError
+from safe_files.errors import NoSpaceError, UserError
 
 __all__ = ["ArgumentParser", "GanKitError", "NoSpaceError", "UserError", "cli_entry"]
 

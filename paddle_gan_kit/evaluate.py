@@ -20,7 +20,7 @@ import sys
 import paddle_gan_kit  # noqa: F401  (sets CPU threads before Paddle loads)
 import paddle
 
-from data_prep.files import write_text_atomic
+from safe_files import write_text_atomic
 from paddle_gan_kit import fastconv, snapshot as snapshots
 from paddle_gan_kit.data import BUILTIN_PREFIX, load_images, load_npy, prepare_root_of
 from paddle_gan_kit.errors import ArgumentParser, GanKitError, cli_entry

@@ -33,7 +33,7 @@ import sys
 import paddle_gan_kit  # noqa: F401  (sets CPU threads before Paddle loads)
 import paddle
 
-from data_prep.files import atomic_path, write_text_atomic
+from safe_files import atomic_path, write_text_atomic
 from paddle_gan_kit import fastconv
 from paddle_gan_kit.errors import ArgumentParser, GanKitError, cli_entry
 from paddle_gan_kit.run import load_generator

@@ -25,7 +25,7 @@ import sys
 import paddle_gan_kit  # noqa: F401  (sets CPU threads before Paddle loads)
 import numpy as np
 
-from data_prep.files import atomic_path, write_bytes_atomic, write_png
+from safe_files import atomic_path, write_bytes_atomic, write_png
 from paddle_gan_kit import fastconv
 from paddle_gan_kit.errors import ArgumentParser, GanKitError, cli_entry
 from paddle_gan_kit.images import make_grid, upscale

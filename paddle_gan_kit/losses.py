@@ -1,11 +1,9 @@
 """GAN losses as functions of logits/scores, the penalties on D, and their registries.
 
 A training objective is composed of one entry of :data:`LOSSES` (what D and G minimise, and
-which scalars show how the game goes), any entries of :data:`REGULARISERS` whose weight in
-the config is above zero, and :class:`LeCam` when ``lecam_weight`` is above zero (a penalty on
-D's outputs with a moving state of its own, so it is not a registry entry).
-``steps.AdversarialStep`` composes them; adding a loss or a penalty is one function here plus
-one registry entry.
+which scalars show how the game goes) and any entries of :data:`REGULARISERS` whose weight in
+the config is above zero. ``steps.AdversarialStep`` composes them; adding a loss or a penalty
+is one function here plus one registry entry.
 """
 from __future__ import annotations
 
@@ -166,58 +164,3 @@ REGULARISERS: dict[str, Regulariser] = {
     "gp": Regulariser(gp_term, "gp_weight"),
     "r1": Regulariser(r1_term, "r1_gamma"),
 }
-
-
-class LeCam:
-    """LeCam regulariser (Tseng et al. 2021, "Regularizing Generative Adversarial Networks under
-    Limited Data"): E[relu(D(x) - a_fake)^2] + E[relu(a_real - D(G(z)))^2], where a_real and
-    a_fake are exponential moving averages of D's mean output on real and on generated images.
-
-    It keeps D's outputs on each side near the other side's recent average, so D cannot push
-    them apart without bound as it memorises a small training set. The averages are updated
-    with this batch's means (detached) before the term is taken, and bias-corrected as the
-    reference implementation does (TensorFlow's ``zero_debias``: the decayed sum divided by
-    ``1 - decay^t``), so the first steps do not pull towards zero. ``reduce`` (several ranks)
-    averages the two means over ranks first, so every rank holds the same anchors.
-
-    The state is two float32 numbers and a count: :meth:`state_dict` gives them for snapshots.
-    """
-
-    def __init__(self, decay: float = 0.99, reduce: Callable | None = None):
-        self.decay = decay
-        self.reduce = reduce
-        self.sums = None  # (2,) float32 tensor: decayed sums of D's mean real and fake outputs
-        self.count = 0  # updates so far, for the bias correction
-
-    def term(self, real_out, fake_out):
-        """The penalty on D's outputs (N,) for this batch; updates the averages first."""
-        means = paddle.stack([real_out.mean(), fake_out.mean()]).detach()  # (2,)
-        if self.reduce is not None:
-            means = self.reduce(means)
-        previous = self.sums * self.decay if self.sums is not None else 0.0
-        self.sums = previous + means * (1.0 - self.decay)
-        self.count += 1
-        anchors = self._corrected()
-        above = F.relu(real_out - anchors[1])  # real outputs above the fake average
-        below = F.relu(anchors[0] - fake_out)  # fake outputs below the real average
-        return paddle.mean(above * above) + paddle.mean(below * below)
-
-    def anchors(self):
-        """The bias-corrected averages (a_real, a_fake) as floats; None before the first update."""
-        if self.sums is None:
-            return None
-        real, fake = self._corrected().numpy().tolist()
-        return real, fake
-
-    def _corrected(self):
-        """The decayed sums divided by ``1 - decay^count``: (a_real, a_fake) as a (2,) tensor."""
-        return self.sums / (1.0 - self.decay ** self.count)
-
-    def state_dict(self) -> dict:
-        """The averages' state as numpy and plain values, for snapshots."""
-        return {"sums": None if self.sums is None else self.sums.numpy(), "count": self.count}
-
-    def set_state_dict(self, state: dict) -> None:
-        """Restore what :meth:`state_dict` gave."""
-        self.sums = None if state["sums"] is None else paddle.to_tensor(state["sums"])
-        self.count = int(state["count"])

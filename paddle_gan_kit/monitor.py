@@ -14,7 +14,7 @@ import sys
 
 import numpy as np
 
-from data_prep.files import atomic_path, free_bytes, no_space_error, write_png
+from safe_files import atomic_path, free_bytes, no_space_error, write_png
 from paddle_gan_kit.images import make_grid
 from paddle_gan_kit.latent import generate_images
 

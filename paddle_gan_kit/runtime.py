@@ -2,8 +2,8 @@
 
 - CPU threads and the MKL path: Paddle sets ``OMP_NUM_THREADS=1`` at import when it is unset,
   so a CPU run uses one core unless the variable is set first; on AMD CPUs, MKL takes a slow
-  generic path unless ``MKL_DEBUG_CPU_TYPE=5`` is set before it loads (the README's "Speed"
-  section has the numbers). Users override either by exporting the variable themselves.
+  generic path unless ``MKL_DEBUG_CPU_TYPE=5`` is set before it loads (docs/speed.md has
+  the numbers). Users override either by exporting the variable themselves.
 - zlib: Paddle 2.6's ``libpaddle.so`` exports its own copy of zlib's functions, and once it is
   loaded, the system zlib's internal calls (``deflateInit2_`` calling ``deflateReset``) bind to
   that copy, of another version: OpenCV's and Pillow's PNG writers then crash in

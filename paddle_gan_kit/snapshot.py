@@ -10,7 +10,7 @@ refused rather than half-read. Loading one never runs code.
 
 Snapshots of earlier versions (``step_XXXXXXXX.pdckpt``, pickles) still load, through an
 unpickler that admits numpy arrays, plain Python values and Paddle's RNG state, and refuses every
-other global. Files are written with ``data_prep.files.atomic_path``: a crash or ``kill -9`` at
+other global. Files are written with ``safe_files.atomic_path``: a crash or ``kill -9`` at
 any instant leaves the previous snapshot whole.
 """
 from __future__ import annotations
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from data_prep.files import atomic_path
+from safe_files import atomic_path
 from paddle_gan_kit import safe_pickle
 from paddle_gan_kit.errors import GanKitError
 

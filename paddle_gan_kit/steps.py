@@ -3,10 +3,8 @@ one generator update does with them.
 
 One class serves every objective, because DCGAN and WGAN-GP differ only in parts it composes:
 the loss (``losses.LOSSES[cfg.loss]``), the penalties on D (``losses.REGULARISERS`` with a
-weight above zero, ``losses.LeCam``, and bCR's consistency term, which needs the images D saw and
-so lives here) and the number of D updates per G update. A new loss or
-penalty is a function and a registry entry in ``losses.py``; the step and the training loop stay
-as they are.
+weight above zero) and the number of D updates per G update. A new loss or penalty is a
+function and a registry entry in ``losses.py``; the step and the training loop stay as they are.
 """
 from __future__ import annotations
 
@@ -66,14 +64,6 @@ def _to_numpy(value):
     return value
 
 
-def reconstruction_error(redrawn, seen):
-    """FastGAN's self-supervised D loss (Liu et al. 2021, with a mean squared error where the
-    paper takes LPIPS, which needs a pretrained net): D's redrawing (B, C, s, s) against the
-    images D saw (B, C, H, W), average-pooled to side s."""
-    target = paddle.nn.functional.avg_pool2d(seen, seen.shape[-1] // redrawn.shape[-1])  # (B, C, s, s)
-    return paddle.mean((redrawn - target) ** 2)
-
-
 class AdversarialStep:
     """One generator update after ``n_critic`` discriminator/critic updates.
 
@@ -91,11 +81,7 @@ class AdversarialStep:
                              if getattr(cfg, reg.weight_key) > 0]
         self.batches_per_step = cfg.n_critic
         self.world_size = world_size
-        self.lecam = None
-        if cfg.lecam_weight > 0:
-            self.lecam = losses.LeCam(cfg.lecam_decay, reduce=self._mean_over_ranks if world_size > 1 else None)
-        self.augment = DiffAugment(cfg.augment, cfg.augment_p, cfg.color_strength)
-        self.consistency_transform = DiffAugment(cfg.cr_augment)  # bCR's T (used when cr_weight > 0)
+        self.augment = DiffAugment(cfg.augment)
         self.updates = 0  # generator updates so far (the EMA's ramp-up counts them)
         # weights are seeded by cfg.seed, identical on every rank
         paddle.seed(cfg.seed)
@@ -125,7 +111,7 @@ class AdversarialStep:
         # use_multi_tensor: one update over all of a net's parameters instead of one kernel per
         # tensor (like PyTorch's foreach Adam). A DCGAN-64 G+D update on 1 thread: 43-46 -> 16-23
         # ms; whole WGAN-GP steps (5 critic updates each) 3-14% faster on 2 threads, DCGAN-64
-        # about the same (README, "Speed"). Weights agree with the per-tensor update's to ~2e-7
+        # about the same (docs/speed.md). Weights agree with the per-tensor update's to ~2e-7
         # after 3 steps, not bit for bit.
         params = [p for p in model.parameters() if not p.stop_gradient]
         return paddle.optimizer.Adam(learning_rate=lr, beta1=self.cfg.beta1, beta2=self.cfg.beta2, parameters=params,
@@ -160,29 +146,16 @@ class AdversarialStep:
             else:
                 with paddle.no_grad():
                     fake = self._g(self.noise(real.shape[0]))
-            real_seen, fake_seen = self.augment(real), self.augment(fake.detach())  # what D sees
-            terms = {}
-            if cfg.d_recon_weight > 0:
-                d_real, redrawn = self._score(real_seen, reconstruct=True)  # (B,), (B, C, 4 s0, 4 s0)
-            else:
-                d_real = self._score(real_seen)  # (B,) logits or scores
-            d_fake = self._score(fake_seen)
+            d_real = self._d(real)  # (B,) logits or scores of the augmented images
+            d_fake = self._d(fake.detach())
             loss_d = loss.d_loss(d_real, d_fake, cfg.label_smoothing)
-            if cfg.d_recon_weight > 0:
-                terms["recon"] = reconstruction_error(redrawn, real_seen)
-                loss_d = loss_d + cfg.d_recon_weight * terms["recon"]
-            if cfg.cr_weight > 0:
-                terms["cr"] = self._consistency(real_seen, d_real) + self._consistency(fake_seen, d_fake)
-                loss_d = loss_d + cfg.cr_weight * terms["cr"]
+            terms = {}
             for name, reg in self.regularisers:
                 # under float16 the penalty's inner backward is scaled like the loss, so small
                 # input gradients do not underflow; the norm is taken in float32 after unscaling
                 loss_scale = self.scalers["d"].scale(paddle.ones([])) if self.scalers else None
                 terms[name] = reg.term(self._d, real, fake, loss_scale=loss_scale)
                 loss_d = loss_d + getattr(cfg, reg.weight_key) * terms[name]
-            if self.lecam is not None:
-                terms["lecam"] = self.lecam.term(d_real, d_fake)
-                loss_d = loss_d + cfg.lecam_weight * terms["lecam"]
             self._update(self.opt_d, loss_d, "d")
         fake = fake if reuse else self._g(self.noise(cfg.batch_size))
         loss_g = self._generator_update(fake)
@@ -202,26 +175,12 @@ class AdversarialStep:
         return paddle.amp.auto_cast(enable=True, dtype=self.cfg.amp, level="O1")
 
     def _d(self, images):
-        """D/critic logits or scores (B,) float32 of the (augmented) images."""
-        return self._score(self.augment(images))
-
-    def _score(self, images, reconstruct: bool = False):
-        """D/critic logits or scores (B,) float32 of the images as given (with ``reconstruct``,
-        also D's redrawing of them, see ``reconstruction_error``); the network itself runs
-        under autocast."""
+        """D/critic logits or scores (B,) float32 of the augmented images; the network itself
+        runs under autocast."""
+        seen = self.augment(images)
         with self._autocast():
-            out = self.D(images, True) if reconstruct else self.D(images)
-        if self.cfg.amp == "off":
-            return out
-        return tuple(o.astype("float32") for o in out) if reconstruct else out.astype("float32")
-
-    def _consistency(self, seen, scores):
-        """bCR's term for one side (Zhao et al. 2021, "Improved Consistency Regularization for
-        GANs"): E[(D(T(x)) - D(x))^2] over the images D saw (``seen``, (B, C, H, W)) and its
-        outputs on them (``scores``, (B,)), T drawn from ``cr_augment``. Both outputs carry
-        gradients, as in the paper: D learns to give an image and its transform the same score."""
-        diff = self._score(self.consistency_transform(seen)) - scores
-        return paddle.mean(diff * diff)
+            out = self.D(seen)
+        return out if self.cfg.amp == "off" else out.astype("float32")
 
     def _g(self, z):
         """G(z) as float32 images (B, C, H, W); the network itself runs under autocast."""
@@ -252,14 +211,6 @@ class AdversarialStep:
         for p in self._d_params:
             p.stop_gradient = False
         return loss
-
-    def _mean_over_ranks(self, values):
-        """The mean of ``values`` over the ranks (every rank gets it)."""
-        import paddle.distributed as dist
-
-        total = values.clone()
-        dist.all_reduce(total)
-        return total / self.world_size
 
     def _broadcast_buffers(self) -> None:
         """Copy rank 0's BatchNorm running statistics to every rank (as PyTorch DDP does).
@@ -308,7 +259,6 @@ class AdversarialStep:
             "opt_g": self._optimizer_state("opt_g", self.opt_g, self.generator),
             "opt_d": self._optimizer_state("opt_d", self.opt_d, self.discriminator),
             "amp_scalers": {k: s.state_dict() for k, s in self.scalers.items()} if self.scalers else None,
-            "lecam": self.lecam.state_dict() if self.lecam is not None else None,
         }
 
     def _optimizer_state(self, name: str, optimizer, model) -> dict:
@@ -335,8 +285,6 @@ class AdversarialStep:
             self._calibrated_at = None
         self.opt_g.set_state_dict(restore_optimizer_state(payload["opt_g"], self.generator))
         self.opt_d.set_state_dict(restore_optimizer_state(payload["opt_d"], self.discriminator))
-        if self.lecam is not None and payload.get("lecam"):  # a run that turns LeCam on starts it afresh
-            self.lecam.set_state_dict(payload["lecam"])
         if self.scalers and payload.get("amp_scalers"):
             for key, scaler in self.scalers.items():
                 scaler.load_state_dict(payload["amp_scalers"][key])

@@ -21,7 +21,7 @@ import warnings
 import numpy as np
 import paddle
 
-from data_prep import files
+import safe_files as files
 from paddle_gan_kit import fastconv, monitor
 from paddle_gan_kit.config import MODELS, TrainConfig
 from paddle_gan_kit.data import BatchOrder, load_images, prepare_root_of, to_tensor_batch

@@ -2,7 +2,7 @@
 
 ``python tests/dist_worker.py fit OUT DATA STEPS MODEL [KEY=VALUE ...]`` trains a tiny run and
 saves each rank's parameters; ``... equiv OUT GLOBAL_BATCH`` makes one WGAN-GP critic update on fixed inputs,
-each rank taking its slice of the global batch (with LeCam on), and saves the critic's
+each rank taking its slice of the global batch, and saves the critic's
 parameters and gradients.
 """
 import os
@@ -43,10 +43,8 @@ def equiv(out, global_batch):
     z_all = rng.standard_normal((global_batch, 16)).astype("float32")
     eps_all = rng.random((global_batch, 1, 1, 1)).astype("float32")
     data = os.path.join(out, "data.npy")
-    # LeCam on: its moving averages of the critic's mean scores must be the global batch's
     cfg = TrainConfig(model="wgan_gp", data=data, out=os.path.join(out, "run"), steps=1, n_critic=1,
-                      batch_size=global_batch // int(os.environ.get("PADDLE_TRAINERS_NUM", "1")), lecam_weight=0.5,
-                      **TINY)
+                      batch_size=global_batch // int(os.environ.get("PADDLE_TRAINERS_NUM", "1")), **TINY)
     trainer = Trainer(cfg, progress=False)
     per_rank = global_batch // trainer.world_size
     rows = slice(trainer.rank * per_rank, (trainer.rank + 1) * per_rank)

@@ -42,12 +42,11 @@ def test_export_cli_refuses_a_non_empty_folder(tmp_path, tiny_run):
 
 
 @pytest.mark.parametrize("options", [dict(g_upsample="nearest"), dict(g_upsample="nearest", g_arch="resnet"),
-                                     dict(g_upsample="bilinear", g_self_modulation=True, g_attention=8,
-                                          g_coords=True)])
+                                     dict(g_upsample="transposed", z_dist="uniform")])
 def test_onnx_export_matches_load_generator_in_onnxruntime(tmp_path, tiny_npy, options):
-    """A generator with every G option on (upsampling, EMA with measured statistics; the DCGAN
-    with self-modulation, self-attention and CoordConv inputs, and the residual one), converted by paddle2onnx,
-    gives load_generator's images in onnxruntime for any batch size."""
+    """A generator with every G option (upsampling, EMA with measured statistics, the DCGAN and
+    the residual nets), converted by paddle2onnx, gives load_generator's images in onnxruntime for
+    any batch size."""
     ort = pytest.importorskip("onnxruntime")
     pytest.importorskip("paddle2onnx")
     run = tmp_path / "run"

@@ -264,13 +264,13 @@ def test_the_inference_affine_activation_equals_its_definition(onednn, slope):
                                           slope) is None
 
 
-@pytest.mark.parametrize("size,g_skip", [(32, False), (96, False), (64, True)])
-def test_sampling_fuses_each_batchnorm_with_its_activation(onednn, monkeypatch, size, g_skip):
+@pytest.mark.parametrize("size,upsample", [(32, "transposed"), (96, "transposed"), (64, "nearest")])
+def test_sampling_fuses_each_batchnorm_with_its_activation(onednn, monkeypatch, size, upsample):
     """In inference (eval mode, no gradients) the generator runs each BatchNorm and the ReLU
     after it as one pass, and its images equal Paddle's layer-by-layer ones; with gradients
     recorded, or in training mode, nothing is fused."""
     cfg = TrainConfig(model="dcgan", size=size, channels=3, z_dim=8, g_channels=4, max_channels=16,
-                      g_skip=g_skip, g_upsample="nearest" if g_skip else "transposed").resolve()
+                      g_upsample=upsample).resolve()
     paddle.seed(size)
     generator = build_generator(cfg)
     with paddle.no_grad():  # running statistics far from the initial 0 and 1

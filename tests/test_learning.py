@@ -5,7 +5,7 @@ The recipe is configs/dcgan_mnist_32.yaml (32 px, uniform z, DCGAN optimiser bet
 about two minutes on 2 CPU cores: widths 16 and batch 32 instead of 32 and 64, which makes a step
 ~3x cheaper, and Adam lr 5e-4 instead of 2e-4, which the smaller batch tolerates and which reaches
 10 classes by step 400 where 2e-4 at these widths still shows 4 (FD 412). The recipe itself, over
-more steps: benchmarks/bench_learning.py and the README's evaluation section. Seeds 0, 1, 2 measured: FD 155,
+more steps: benchmarks/bench_learning.py and docs/quality.md. Seeds 0, 1, 2 measured: FD 155,
 206, 163 from ~720, 10, 10, 9 classes, 2-2.6 min on 2 busy cores. LEARNING_TEST_SEED picks
 another seed.
 """

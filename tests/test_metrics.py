@@ -12,7 +12,8 @@ from paddle_gan_kit.metrics import (EXTRACTORS, Evaluator, MetricsError, class_c
                                     feature_stats, frechet_distance, frechet_distance_from_stats,
                                     get_extractor, kid)
 from paddle_gan_kit.errors import GanKitError
-from paddle_gan_kit.metrics.inception import FIDInceptionV3, InceptionFeatures, file_sha256
+from paddle_gan_kit.metrics.inception import FIDInceptionV3, InceptionFeatures
+from safe_files import sha256_of
 from conftest import write_torch_state_dict
 
 scipy_linalg = pytest.importorskip("scipy.linalg")
@@ -144,7 +145,7 @@ def random_inception_weights(tmp_path_factory):
     paddle.seed(0)
     path = tmp_path_factory.mktemp("inception") / "random_inception.pdparams"
     paddle.save(FIDInceptionV3().state_dict(), str(path))
-    return str(path), file_sha256(str(path))
+    return str(path), sha256_of(str(path))
 
 
 def test_inception_features_after_hash_checked_load(random_inception_weights):
@@ -187,7 +188,7 @@ def test_inception_refuses_wrong_structure(random_inception_weights, tmp_path):
     broken = tmp_path / "broken.pdparams"
     paddle.save(state, str(broken))
     with pytest.raises(MetricsError, match=r"1 missing \(e.g. Mixed_7c.branch_pool.conv.weight\)"):
-        InceptionFeatures(weights=str(broken), expected_sha256=file_sha256(str(broken)))
+        InceptionFeatures(weights=str(broken), expected_sha256=sha256_of(str(broken)))
 
 
 # --- classifier on real digits ------------------------------------------------------------------
@@ -358,7 +359,7 @@ def test_download_checks_the_hash_and_uses_only_a_checked_file(fid_pth, weights_
         inception.load_inception(download=True)
     assert "\n" not in str(err.value) and not list(cache.glob("*.pth*"))
     # the same file when it is the one the hash names
-    monkeypatch.setattr(inception, "FID_WEIGHTS_SHA256_PREFIX", inception.file_sha256(path)[:8])
+    monkeypatch.setattr(inception, "FID_WEIGHTS_SHA256_PREFIX", sha256_of(path)[:8])
     net, info = inception.load_inception(download=True)
     assert info["weights"] == str(cache / name) and info["weights_verified"]
     assert (cache / name).read_bytes() == open(path, "rb").read()

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import paddle_gan_kit
-from data_prep import files
+import safe_files as files
 from data_prep.errors import NoSpaceError
 from paddle_gan_kit import snapshot
 from paddle_gan_kit.errors import GanKitError

@@ -82,3 +82,54 @@ def test_a_truncated_snapshot_is_one_line(tmp_path, tiny_run):
         snapshot.read_snapshot(str(bad))
     result = run_cli("paddle_gan_kit.sample", bad, "--n", 2, "--grid", tmp_path / "g.png")
     assert_one_line_error(result, f"snapshot {bad} is corrupt")
+
+
+def _with_config(src_run, dst_run, **config):
+    """A copy of a run whose newest snapshot's config holds ``config`` besides its own keys (what a
+    snapshot of an earlier version that had those keys looks like)."""
+    shutil.copytree(src_run, dst_run)
+    path = os.path.join(dst_run, "snapshots", snapshot.snapshot_name(4))
+    payload = snapshot.read_snapshot(path)
+    payload["config"] = {**payload["config"], **config, "out": str(dst_run)}
+    snapshot.write_snapshot(payload, path)
+    os.remove(os.path.join(dst_run, "config.yaml"))
+    return path
+
+
+# what a 0.1.0 snapshot holds for its options that were removed in 0.2.0, every one off
+OFF_IN_0_1 = dict(g_coords=False, d_coords=False, d_scales=1, g_attention=0, d_attention=0, d_recon_weight=0.0,
+                  g_self_modulation=False, g_skip=False, d_mbstd=0, lecam_weight=0.0, lecam_decay=0.99,
+                  cr_weight=0.0, cr_augment="translation,flip", color_strength=1.0, augment_p=1.0)
+
+
+def test_a_snapshot_of_0_1_with_its_removed_options_off_loads_and_resumes(tmp_path, tiny_run):
+    _with_config(tiny_run, tmp_path / "old", **OFF_IN_0_1)
+    generator, cfg = paddle_gan_kit.load_generator(str(tmp_path / "old"))
+    assert not hasattr(cfg, "g_skip") and cfg.steps == 4
+    result = run_cli("paddle_gan_kit.train", "--out", tmp_path / "old", "--resume", "--steps", 5, "--no-progress")
+    assert result.returncode == 0, result.stderr
+    assert "(step 4)" in result.stderr and [s for s, _ in snapshot.list_snapshots(str(tmp_path / "old" / "snapshots"))][-1] == 5
+
+
+@pytest.mark.parametrize("key,value", [("g_skip", True), ("lecam_weight", 0.3), ("augment", "translation,flip"),
+                                       ("g_upsample", "bilinear")])
+def test_a_snapshot_that_used_a_removed_option_is_refused_in_one_line(tmp_path, tiny_run, key, value):
+    _with_config(tiny_run, tmp_path / "old", **{**OFF_IN_0_1, key: value})
+    for module, args in (("paddle_gan_kit.train", ["--out", tmp_path / "old", "--resume"]),
+                         ("paddle_gan_kit.sample", [tmp_path / "old", "--n", 2, "--grid", tmp_path / "g.png"])):
+        result = run_cli(module, *args)
+        assert_one_line_error(result, f"this run uses {key}={value}", "removed in paddle_gan_kit 0.2.0",
+                              "docs/quality.md", "paddle_gan_kit 0.1.0")
+    assert not (tmp_path / "g.png").exists()
+
+
+@pytest.mark.parametrize("args,fragment", [(["--set", "g_attention=16"], "config key 'g_attention' was removed"),
+                                           (["--set", "augment=color,hue"], "the augmentation 'hue' was removed"),
+                                           (["--set", "g_upsample=bilinear"], "g_upsample=bilinear was removed")])
+def test_naming_a_removed_option_is_one_line(tmp_path, tiny_npy, args, fragment):
+    result = run_cli("paddle_gan_kit.train", "--data", tiny_npy, "--out", tmp_path / "r", *args)
+    assert_one_line_error(result, fragment, "in paddle_gan_kit 0.2.0", "docs/quality.md")
+    assert not (tmp_path / "r").exists()
+    (tmp_path / "recipe.yaml").write_text("model: dcgan\nd_mbstd: 4\n")
+    result = run_cli("paddle_gan_kit.train", "--config", tmp_path / "recipe.yaml", "--out", tmp_path / "r")
+    assert_one_line_error(result, "config key 'd_mbstd' was removed in paddle_gan_kit 0.2.0")

@@ -1,14 +1,20 @@
 """The code's shape: no import cycle between modules, lower layers never import higher ones,
 every module imports on its own, and no test module imports another."""
 import ast
+import glob
 import os
 import random
+import re
 import subprocess
 import sys
 
+import pytest
+
 from conftest import REPO
 
-PACKAGES = ("paddle_gan_kit", "data_prep")
+PACKAGES = ("paddle_gan_kit", "data_prep", "safe_files")
+# what paddle_gan_kit may import of data_prep: the stage itself and its built-in datasets
+DATA_PREP_API = {"data_prep", "data_prep.builtin", "data_prep.gems"}
 
 
 def modules() -> dict[str, str]:
@@ -83,6 +89,10 @@ def test_lower_layers_import_nothing_above_them():
     for name, imports in graph.items():
         if name.startswith("data_prep"):
             assert not any(i.startswith("paddle_gan_kit") for i in imports), (name, imports)
+        if name.startswith("safe_files"):  # the shared bottom layer
+            assert all(i.startswith("safe_files") for i in imports), (name, imports)
+        if name.startswith("paddle_gan_kit"):  # the stage below is used through its public package only
+            assert not {i for i in imports if i.startswith("data_prep.") and i not in DATA_PREP_API}, (name, imports)
     assert {i for i in graph["paddle_gan_kit.errors"] if i.startswith("paddle_gan_kit")} <= {"paddle_gan_kit"}
     for low in ("paddle_gan_kit.config", "paddle_gan_kit.images", "paddle_gan_kit.snapshot", "paddle_gan_kit.rng"):
         above = {"paddle_gan_kit.trainer", "paddle_gan_kit.run", "paddle_gan_kit.steps", "paddle_gan_kit.monitor",
@@ -99,7 +109,7 @@ def test_every_module_imports_on_its_own_in_any_order():
         "import importlib, sys\n"
         f"names = {names!r}\n"
         "for name in names:\n"
-        "    for loaded in [m for m in sys.modules if m.split('.')[0] in ('paddle_gan_kit', 'data_prep')]:\n"
+        "    for loaded in [m for m in sys.modules if m.split('.')[0] in ('paddle_gan_kit', 'data_prep', 'safe_files')]:\n"
         "        del sys.modules[loaded]\n"
         "    importlib.import_module(name)\n"
         "print('imported', len(names))\n"
@@ -121,3 +131,33 @@ def test_no_test_module_imports_another():
                 raise AssertionError(f"{name} imports {node.module}; shared helpers live in conftest.py")
             if isinstance(node, ast.Import):
                 assert not {a.name for a in node.names} & own, name
+
+
+def test_every_config_key_is_used_by_a_recipe_or_documented():
+    """An option ships only if a recipe uses it or the README's tables or docs/quality.md name it."""
+    import yaml
+
+    from paddle_gan_kit.config import field_names
+
+    used = set()
+    for path in glob.glob(os.path.join(REPO, "configs", "*.yaml")):
+        used |= set(yaml.safe_load(open(path, encoding="utf-8")))
+    text = "".join(open(os.path.join(REPO, name), encoding="utf-8").read() for name in ("README.md", "docs/quality.md"))
+    missing = [key for key in field_names()
+               if key not in used and f"`{key}`" not in text and f"`--{key.replace('_', '-')}" not in text
+               and not re.search(rf"`{key}[ =,`]|, `{key}`", text)]
+    assert not missing, f"config keys no recipe uses and no table names: {missing}"
+
+
+def test_no_commit_hash_in_the_readme_recipes_or_code():
+    """Users cannot use commit hashes: docs/ names the code version of a table, nothing else does."""
+    if subprocess.run(["git", "-C", REPO, "rev-parse"], capture_output=True).returncode:
+        pytest.skip("not a git checkout")
+    paths = [os.path.join(REPO, "README.md")] + sorted(glob.glob(os.path.join(REPO, "configs", "*.yaml")))
+    paths += [path for package in PACKAGES for path in glob.glob(os.path.join(REPO, package, "**", "*.py"),
+                                                                  recursive=True)]
+    words = {(word, path) for path in paths for word in re.findall(r"\b[0-9a-f]{7,40}\b", open(path).read())}
+    found = [(word, os.path.relpath(path, REPO)) for word, path in sorted(words)
+             if subprocess.run(["git", "-C", REPO, "cat-file", "-e", f"{word}^{{commit}}"],
+                               capture_output=True).returncode == 0]
+    assert not found, found

@@ -70,7 +70,7 @@ def test_mobilenet_features_from_a_torchvision_layout_file(tmp_path, monkeypatch
     write_torch_state_dict(path, torchvision_layout(reference), zip_format=False)
     with pytest.raises(GanKitError, match="not torchvision's mobilenet_v2-b0353104.pth"):
         mobilenet.MobileNetFeatures(weights=str(path))  # the hash is checked first
-    monkeypatch.setattr(mobilenet, "WEIGHTS_SHA256", mobilenet.file_sha256(str(path)))
+    monkeypatch.setattr(mobilenet, "WEIGHTS_SHA256", mobilenet.sha256_of(str(path)))
     extractor = mobilenet.MobileNetFeatures(weights=str(path), batch_size=4)
     images = np.random.default_rng(0).integers(0, 256, (5, 24, 24, 3), dtype=np.uint8)
     feats = extractor(images)

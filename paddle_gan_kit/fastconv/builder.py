@@ -26,7 +26,7 @@ import sys
 import warnings
 from importlib import metadata
 
-from data_prep.files import cache_dir, write_text_atomic
+from safe_files import cache_dir, write_text_atomic
 
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "onednn_conv.cc")
 HEADERS_PACKAGE = "onednn-devel"

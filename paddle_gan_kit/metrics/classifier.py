@@ -19,7 +19,7 @@ import numpy as np
 import paddle
 from paddle import nn
 
-from data_prep.files import atomic_path, cache_dir as default_cache_dir, write_text_atomic
+from safe_files import atomic_path, cache_dir as default_cache_dir, write_text_atomic
 from .errors import MetricsError
 from .resize import RESIZER, check_images, describe_resize, resize_images
 

@@ -18,8 +18,10 @@ from paddle import nn
 
 from paddle_gan_kit import safe_pickle
 from paddle_gan_kit.torch_weights import is_torch_file, read_state_dict
+from safe_files import sha256_of
+
 from .errors import MetricsError
-from .pretrained import PretrainedFeatures, download_checked, file_sha256, weights_path
+from .pretrained import PretrainedFeatures, download_checked, weights_path
 
 # The weights pytorch-fid uses, and through it most papers' FIDs: the 2015-12-05 TensorFlow
 # Inception graph ported to PyTorch, published as a release asset of mseitzer/pytorch-fid. Its
@@ -261,7 +263,7 @@ def load_inception(weights=None, expected_sha256=None, download=False):
         raise MetricsError(f"no Inception weights given; {_MISSING_WEIGHTS_FIX}")
     if not os.path.isfile(path):
         raise MetricsError(f"Inception weights file not found: {path}; {_MISSING_WEIGHTS_FIX}")
-    sha = file_sha256(path)
+    sha = sha256_of(path)
     if expected is not None and sha != expected:
         raise MetricsError(f"Inception weights {path} have sha256 {sha}, expected {expected}; refusing them")
     state = read_weights(path)

@@ -21,8 +21,10 @@ import os
 import numpy as np
 
 from paddle_gan_kit.torch_weights import read_state_dict
+from safe_files import sha256_of
+
 from .errors import MetricsError
-from .pretrained import PretrainedFeatures, download_checked, file_sha256, weights_path
+from .pretrained import PretrainedFeatures, download_checked, weights_path
 
 WEIGHTS_NAME = "mobilenet_v2-b0353104.pth"
 WEIGHTS_SHA256 = "b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889"
@@ -52,7 +54,7 @@ def load_mobilenet(weights=None, download=False):
         raise MetricsError(f"no MobileNetV2 weights given; {_FIX}")
     if not os.path.isfile(path):
         raise MetricsError(f"MobileNetV2 weights file not found: {path}; {_FIX}")
-    sha = file_sha256(path)
+    sha = sha256_of(path)
     if sha != WEIGHTS_SHA256:
         raise MetricsError(f"{path} has sha256 {sha[:16]}..., not torchvision's {WEIGHTS_NAME} "
                            f"({WEIGHTS_SHA256[:16]}...); refusing it")

@@ -2,25 +2,15 @@
 published weights once against a hash, and running a net over resized images in batches."""
 from __future__ import annotations
 
-import hashlib
 import os
 import urllib.request
 
 import numpy as np
 import paddle
 
-from data_prep.files import atomic_path, cache_dir
+from safe_files import atomic_path, cache_dir, sha256_of
 from .errors import MetricsError
 from .resize import RESIZER, check_images, describe_resize, resize_images
-
-
-def file_sha256(path) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def download_checked(url: str, name: str, accept, fix: str) -> str:
@@ -36,7 +26,7 @@ def download_checked(url: str, name: str, accept, fix: str) -> str:
             urllib.request.urlretrieve(url, partial)
         except OSError as exc:
             raise MetricsError(f"could not download {url} ({exc}); {fix}") from None
-        problem = accept(file_sha256(partial))
+        problem = accept(sha256_of(partial))
         if problem:
             raise MetricsError(f"the file downloaded from {url} {problem}; refused and removed (retry, or check the URL)")
     return str(path)

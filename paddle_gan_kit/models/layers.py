@@ -5,7 +5,7 @@
 ``fastconv`` (oneDNN's kernels on the CPU when they built, else Paddle's own) and add the bias
 through a (N, C, H*W) view: Paddle's CPU elementwise kernels are fast when the smaller operand
 broadcasts along leading or trailing axes and several times slower for the (1, C, 1, 1)
-broadcast ``nn.Conv2D`` uses (the README's "Speed" section has the numbers).
+broadcast ``nn.Conv2D`` uses (docs/speed.md has the numbers).
 """
 from __future__ import annotations
 
@@ -50,33 +50,25 @@ class Conv2DTranspose(_ChannelBiasConv, nn.Conv2DTranspose):
 
 
 class UpsampleConv2D(Conv2D):
-    """2x upsampling followed by a 3x3 convolution (padding 1), computed as the one stride-2
-    transposed convolution it equals: (N, IC, H, W) -> (N, OC, 2H, 2W).
+    """Nearest-neighbour 2x upsampling followed by a 3x3 convolution (padding 1), computed as the
+    one stride-2 transposed convolution it equals: (N, IC, H, W) -> (N, OC, 2H, 2W).
 
-    ``upsample="nearest"`` repeats each pixel. Along each axis, output 2m is
-    w0 x[m-1] + (w1 + w2) x[m] and output 2m+1 is (w0 + w1) x[m] + w2 x[m+1]: a 4x4 transposed
-    convolution with kernel [w2, w1 + w2, w0 + w1, w0] = FOLD @ w, 2.25x fewer multiply-adds than
-    upsampling first and no 4x larger intermediate image. ``"bilinear"`` interpolates with the
-    [1, 3, 3, 1] / 4 filter instead (StyleGAN2's upsampling filter; bilinear interpolation inside
-    the image), which leaves less high-frequency mottle than repeated pixels: the same fold gives
-    a 6x6 kernel (padding 2). At the border it is the 3x3 conv over the filter's full output (side
-    2H + 2, with the rows that spill past the image) rather than over zeros. Either way the
+    Along each axis, output 2m is w0 x[m-1] + (w1 + w2) x[m] and output 2m+1 is (w0 + w1) x[m] +
+    w2 x[m+1]: a 4x4 transposed convolution with kernel [w2, w1 + w2, w0 + w1, w0] = FOLD @ w,
+    2.25x fewer multiply-adds than upsampling first and no 4x larger intermediate image. The
     parameters are ``Conv2D(IC, OC, 3, 1, 1)``'s.
     """
 
-    # per axis, fold[s, t] = up[s - pad_up + t]: how 3x3 tap t lands on transposed-conv tap s
-    FOLDS = {"nearest": ([[0.0, 0.0, 1.0], [0.0, 1.0, 1.0], [1.0, 1.0, 0.0], [1.0, 0.0, 0.0]], 1),
-             "bilinear": ([[0.0, 0.0, 0.25], [0.0, 0.25, 0.75], [0.25, 0.75, 0.75], [0.75, 0.75, 0.25],
-                           [0.75, 0.25, 0.0], [0.25, 0.0, 0.0]], 2)}
+    # per axis, FOLD[s, t] = 1 where 3x3 tap t lands on transposed-conv tap s
+    FOLD = [[0.0, 0.0, 1.0], [0.0, 1.0, 1.0], [1.0, 1.0, 0.0], [1.0, 0.0, 0.0]]
 
-    def __init__(self, in_channels, out_channels, bias_attr=None, upsample: str = "nearest"):
+    def __init__(self, in_channels, out_channels, bias_attr=None):
         super().__init__(in_channels, out_channels, 3, 1, 1, bias_attr=bias_attr)
-        fold, self.fold_padding = self.FOLDS[upsample]
-        self.register_buffer("fold", paddle.to_tensor(fold, dtype=self.weight.dtype), persistable=False)
+        self.register_buffer("fold", paddle.to_tensor(self.FOLD, dtype=self.weight.dtype), persistable=False)
 
     def forward(self, x):
-        kernel = paddle.matmul(paddle.matmul(self.fold, self.weight), self.fold, transpose_y=True)  # (OC, IC, k, k)
-        out = fastconv.conv2d_transpose(x, kernel.transpose([1, 0, 2, 3]), stride=2, padding=self.fold_padding)
+        kernel = paddle.matmul(paddle.matmul(self.fold, self.weight), self.fold, transpose_y=True)  # (OC, IC, 4, 4)
+        out = fastconv.conv2d_transpose(x, kernel.transpose([1, 0, 2, 3]), stride=2, padding=1)
         return out if self.bias is None else add_channel_bias(out, self.bias)
 
 
@@ -235,35 +227,6 @@ class NearestUpsample2x(nn.Layer):
         return x.reshape([0, c, h * 2, w * 2])
 
 
-class MinibatchStd(nn.Layer):
-    """Minibatch standard deviation (Karras et al. 2018, section 3): one extra channel holding,
-    for each group of ``group`` images, the standard deviation of every feature across the
-    group, averaged over features and positions. D sees how varied a batch is, so a generator
-    that collapses to few modes is easy to tell from the data. (N, C, H, W) -> (N, C+1, H, W).
-
-    Image i is in group i mod N/g (StyleGAN's layout), with g the largest divisor of N that is
-    at most ``group``. Built from differentiable primitives, so the gradient penalty and R1
-    can differentiate through it twice. A batch of one gets sqrt(epsilon), about 0, there.
-    """
-
-    def __init__(self, group: int = 4, epsilon: float = 1e-8):
-        super().__init__()
-        self.group, self.epsilon = group, epsilon
-
-    def forward(self, x):
-        n, c, h, w = x.shape
-        g = min(self.group, n)
-        while n % g:
-            g -= 1
-        m = n // g
-        y = x.reshape([g, m, c * h * w])  # image i = (i // m, i % m)
-        y = y - y.mean(axis=0, keepdim=True)  # (g, m, CHW)
-        std = paddle.sqrt((y * y).mean(axis=0) + self.epsilon)  # (m, CHW)
-        stat = std.mean(axis=1).reshape([1, m, 1, 1, 1])  # one number per group
-        stat = paddle.expand(stat, [g, m, 1, h, w]).reshape([n, 1, h, w])
-        return paddle.concat([x, stat], axis=1)  # (N, C+1, H, W)
-
-
 class SpectralConv2D(Conv2D):
     """``Conv2D`` whose weight is divided by its largest singular value (spectral normalisation,
     Miyato et al. 2018), estimated by one power iteration per training forward.
@@ -305,60 +268,3 @@ class SpectralConv2D(Conv2D):
 
 def _unit(v):
     return v / (paddle.linalg.norm(v) + 1e-12)
-
-
-class AddCoords(nn.Layer):
-    """CoordConv's input (Liu et al. 2018): x (N, C, H, W) -> (N, C + 2, H, W), the last two
-    channels every position's x and y coordinate, from -1 at the first pixel to 1 at the last.
-    A conv after it knows where in the image it is, which zero padding tells it only near the
-    border: a net drawing shapes centred in the frame (cut stones) can place outlines directly."""
-
-    def __init__(self, side: int):
-        super().__init__()
-        ramp = paddle.linspace(-1.0, 1.0, side).reshape([1, side])
-        grid = paddle.stack([ramp.expand([side, side]), ramp.transpose([1, 0]).expand([side, side])])  # x, y
-        self.register_buffer("grid", grid.unsqueeze(0), persistable=False)  # (1, 2, side, side)
-
-    def forward(self, x):
-        # (N, 2, H, W) from x, times 0: Paddle's concat has no double grad for an input outside the
-        # graph (the penalties need it), and the broadcast also serves any batch size in an export
-        coords = x[:, :1] * 0.0 + self.grid
-        return paddle.concat([x, coords], axis=1)
-
-
-class SelfAttention(nn.Layer):
-    """Self-attention over the positions of a feature map (SAGAN, Zhang et al. 2019, in BigGAN's
-    form): every position mixes in features from the whole map, weighted by a softmax over
-    query-key products, so distant regions (a stone's two sides) can agree on colour and shape
-    where a stack of 3x3 convs sees only its neighbourhood. Keys and values are pooled 2x2 (by
-    the average: BigGAN takes the max, whose Paddle kernel has no double grad for the gradient
-    penalty); queries and keys have C/8 channels, values C/2. The output is x + gamma * o with
-    gamma a learned scalar starting at 0, so a new block begins as the identity.
-    (N, C, H, W) -> (N, C, H, W), H and W even; ``conv`` builds the 1x1 convs (``Conv2D``, or
-    ``SpectralConv2D`` in a spectrally normalised D)."""
-
-    def __init__(self, channels: int, conv=None):
-        super().__init__()
-        conv = conv or Conv2D
-        self.key_channels, self.value_channels = max(channels // 8, 1), max(channels // 2, 1)
-        self.query = conv(channels, self.key_channels, 1, bias_attr=False)
-        self.key = conv(channels, self.key_channels, 1, bias_attr=False)
-        self.value = conv(channels, self.value_channels, 1, bias_attr=False)
-        self.out = conv(self.value_channels, channels, 1, bias_attr=False)
-        self.gamma = self.create_parameter([1], default_initializer=nn.initializer.Constant(0.0))
-
-    def forward(self, x):
-        h, w = x.shape[2], x.shape[3]
-        pool = paddle.nn.functional.avg_pool2d
-        # batch 0 = "as the input's" and channel counts spelled out, so an exported generator
-        # keeps a dynamic batch and known channels (Paddle 2.6's to_static needs them for the conv)
-        q = self.query(x).reshape([0, self.key_channels, h * w])  # (N, C/8, HW)
-        k = pool(self.key(x), 2).reshape([0, self.key_channels, h * w // 4])  # (N, C/8, HW/4)
-        v = pool(self.value(x), 2).reshape([0, self.value_channels, h * w // 4])  # (N, C/2, HW/4)
-        logits = paddle.matmul(q, k, transpose_x=True)  # (N, HW, HW/4)
-        # softmax from primitives: Paddle's softmax has no double-grad kernel, and the gradient
-        # penalty and R1 differentiate D twice; the max is a constant shift (no gradient needed)
-        weights = paddle.exp(logits - logits.max(axis=-1, keepdim=True).detach())
-        attention = weights / weights.sum(axis=-1, keepdim=True)  # rows sum to 1
-        o = paddle.matmul(v, attention, transpose_y=True).reshape([0, self.value_channels, h, w])  # (N, C/2, H, W)
-        return x + self.gamma * self.out(o)

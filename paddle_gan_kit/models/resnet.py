@@ -16,7 +16,7 @@ from paddle.nn import functional as F
 
 from paddle_gan_kit.config import parse_size
 from paddle_gan_kit.models.dcgan import norm_layer, stage_channels, upsample_conv
-from paddle_gan_kit.models.layers import Conv2D, Conv2DTranspose, MinibatchStd, NearestUpsample2x, ReLU, SpectralConv2D
+from paddle_gan_kit.models.layers import Conv2D, Conv2DTranspose, NearestUpsample2x, ReLU, SpectralConv2D
 
 
 def avg_pool2x(x):
@@ -87,12 +87,12 @@ class DownBlock(nn.Layer):
 
 class ResNetDiscriminator(nn.Layer):
     """Images (N, C, size, size) -> one score per image, (N,): k residual down blocks to
-    s0 x s0, ReLU, a sum over positions, one linear layer. ``norm`` and ``mbstd_group`` as
-    ``Discriminator``'s ("spectral" with the hinge loss is SNGAN's; the WGAN-GP critic
-    takes "layer", "instance" or "none"); the minibatch-std channel goes before the sum."""
+    s0 x s0, ReLU, a sum over positions, one linear layer. ``norm`` as ``Discriminator``'s
+    ("spectral" with the hinge loss is SNGAN's; the WGAN-GP critic takes "layer", "instance" or
+    "none")."""
 
     def __init__(self, size: int = 32, channels: int = 3, base_channels: int = 64,
-                 max_channels: int = 512, norm: str = "batch", mbstd_group: int = 0):
+                 max_channels: int = 512, norm: str = "batch"):
         super().__init__()
         s0, k = parse_size(size)
         self.size, self.channels = size, channels
@@ -101,13 +101,10 @@ class ResNetDiscriminator(nn.Layer):
         self.blocks = nn.Sequential(*[DownBlock(c_in, c_out, norm, i == 0)
                                       for i, (c_in, c_out) in enumerate(zip(ins, widths))])  # (N, w, s0, s0)
         self.relu = ReLU()
-        self.mbstd = MinibatchStd(mbstd_group) if mbstd_group else None
         conv = SpectralConv2D if norm == "spectral" else Conv2D
-        self.score = conv(widths[-1] + (1 if mbstd_group else 0), 1, 1)  # a linear layer on (N, w, 1, 1)
+        self.score = conv(widths[-1], 1, 1)  # a linear layer on (N, w, 1, 1)
 
     def forward(self, x):
         h = self.relu(self.blocks(x))  # (N, w, s0, s0)
-        if self.mbstd is not None:
-            h = self.mbstd(h)  # (N, w + 1, s0, s0)
-        pooled = h.sum(axis=[2, 3], keepdim=True)  # (N, w', 1, 1)
+        pooled = h.sum(axis=[2, 3], keepdim=True)  # (N, w, 1, 1)
         return self.score(pooled).reshape([-1])  # (N,)

@@ -1,13 +1,12 @@
-"""Files written so that nothing complete is ever lost, and the one cache directory.
+"""Files written so that nothing complete is ever lost, and the one cache directory: the
+lowest layer of the project, which ``data_prep`` and ``paddle_gan_kit`` both import (it imports
+neither, and no Paddle).
 
 Every file this project writes for keeps (snapshots, sample grids, GIFs, JSON results, prepared
 arrays, cache entries) goes through :func:`atomic_path`: it is written under a temporary sibling
 name ``<name>.tmp-<pid>``, flushed to disk and moved over the final name with ``os.replace``, so
 a reader (or a crash at any instant) sees the old file or the new one, never half of one. A full
 disk removes the partial file and raises :class:`NoSpaceError` with the bytes needed and free.
-
-This module lives in ``data_prep``, the lower of the two packages (``paddle_gan_kit`` imports
-``data_prep``, never the reverse, and ``data_prep`` runs without Paddle).
 """
 from __future__ import annotations
 
@@ -17,7 +16,7 @@ import os
 import shutil
 from pathlib import Path
 
-from data_prep.errors import NoSpaceError
+from safe_files.errors import NoSpaceError
 
 TMP_MARK = ".tmp-"
 CACHE_ENV = "PADDLE_GAN_KIT_CACHE"
@@ -118,6 +117,17 @@ def _remove(tmp: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
     else:
         tmp.unlink(missing_ok=True)
+
+
+def sha256_of(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def open_array(path: str | os.PathLike, shape: tuple, dtype=None):
