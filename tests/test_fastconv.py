@@ -174,6 +174,53 @@ def test_input_gradients_into_few_channels_equal_paddles(onednn, channels, side,
     assert np.abs(results[1]).max() > 0
 
 
+def _dense(w, groups):
+    """A grouped conv's weight (OC, IC/G, K, K) as the equal dense one (OC, IC, K, K), zero
+    outside each output channel's group: sum over p of w[o, p] * S[o, p, i], S selecting input
+    channel i = group(o) * IC/G + p, so gradients of every order reach ``w``."""
+    oc, per, k, _ = w.shape
+    select = np.zeros((oc, per, per * groups, 1, 1), np.float32)
+    for o in range(oc):
+        for p in range(per):
+            select[o, p, (o // (oc // groups)) * per + p] = 1.0
+    return (w.unsqueeze(2) * paddle.to_tensor(select)).sum(axis=1)
+
+
+@pytest.mark.parametrize("channels,groups,side,kernel,stride,pads", [
+    (96, 96, 16, 3, 2, (0, 1, 0, 1)),  # EfficientNet's depthwise convs with TensorFlow's "SAME" padding
+    (24, 24, 9, 5, 2, (2, 2, 2, 2)), (40, 40, 8, 5, 1, (2, 2, 2, 2)), (16, 16, 2, 3, 1, (1, 1, 1, 1)),
+    (8, 2, 7, 3, 2, (1, 0, 0, 1)),  # two groups, padding on other sides
+    (6, 1, 6, 4, 2, (1, 2, 1, 2))])  # one group, asymmetric
+def test_grouped_and_asymmetric_convolutions_equal_paddles_to_the_double_backward(onednn, channels, groups, side,
+                                                                                 kernel, stride, pads):
+    """Depthwise and grouped convolutions with padding that differs on each side: output, both
+    gradients and the double backward to input and weight, against the equal dense convolution
+    on Paddle's own (whose depthwise kernel has no double grad on the CPU), and the first order
+    against Paddle's grouped one."""
+    rng = np.random.default_rng(channels + side)
+    x_np = rng.standard_normal((3, channels, side, side)).astype(np.float32)
+    w_np = rng.standard_normal((channels, channels // groups, kernel, kernel)).astype(np.float32)
+    results = []
+    for backend in ("onednn", "paddle"):
+        with fastconv.using(backend):
+            x, w = paddle.to_tensor(x_np, stop_gradient=False), paddle.to_tensor(w_np, stop_gradient=False)
+            if backend == "onednn":
+                y = fastconv.conv2d(x, w, stride=stride, padding=pads, groups=groups)
+            else:
+                y = fastconv.conv2d(x, _dense(w, groups), stride=stride, padding=pads)
+                with paddle.no_grad():
+                    grouped = fastconv.conv2d(x, w, stride=stride, padding=pads, groups=groups)
+                assert close(grouped.numpy(), y.numpy())
+            probe = paddle.to_tensor(0.5 + np.cos(np.arange(int(np.prod(y.shape)), dtype=np.float32)).reshape(y.shape))
+            dx, dw = paddle.grad((y * probe).sum(), [x, w], create_graph=True)
+            ddx, ddw = paddle.grad((dx * dx).sum() + (dw * dw * dw).sum(), [x, w])
+            results.append([y.numpy(), dx.numpy(), dw.numpy(), ddx.numpy(), ddw.numpy()])
+    assert results[0][0].shape == (3, channels, -(-(side + pads[0] + pads[1] - kernel + 1) // stride),
+                                   -(-(side + pads[2] + pads[3] - kernel + 1) // stride))
+    for i, (a, b) in enumerate(zip(*results)):
+        assert np.abs(b).max() > 0 and close(a, b, 1e-5), (i, float(np.abs(a - b).max()))
+
+
 @pytest.mark.parametrize("norm", ["layer", "instance", "none"])
 def test_gradient_penalty_double_backward_equals_paddles(onednn, norm):
     paddle.seed(3)

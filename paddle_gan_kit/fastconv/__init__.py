@@ -80,21 +80,24 @@ def input_gradients_only():
         _state["inputs_only"] = previous
 
 
+# Each PyLayer carries the convolution's geometry: strides (2 values), pads (4: top, bottom, left,
+# right) and the number of groups.
+
 class _Forward(PyLayer):
     """Y = conv(X, W)."""
 
     @staticmethod
-    def forward(ctx, x, w, strides, pads):
+    def forward(ctx, x, w, strides, pads, groups):
         ctx.save_for_backward(x, w)
-        ctx.geometry = (strides, pads)
-        return _state["ops"].pgk_conv_forward(x, w, strides, pads)
+        ctx.geometry = (strides, pads, groups)
+        return _state["ops"].pgk_conv_forward(x, w, strides, pads, groups)
 
     @staticmethod
     def backward(ctx, dy):
         x, w = ctx.saved_tensor()
-        strides, pads = ctx.geometry
-        dx = _BackwardData.apply(dy, w, strides, pads, list(x.shape[2:])) if not x.stop_gradient else None
-        dw = _BackwardWeights.apply(x, dy, strides, pads, list(w.shape[2:])) if _wants(w) else None
+        geometry = ctx.geometry
+        dx = _BackwardData.apply(dy, w, list(x.shape[2:]), *geometry) if not x.stop_gradient else None
+        dw = _BackwardWeights.apply(x, dy, list(w.shape[2:]), *geometry) if _wants(w) else None
         return dx, dw
 
 
@@ -102,17 +105,17 @@ class _BackwardData(PyLayer):
     """DX = conv^T(DY, W): the input gradient of a convolution, and a transposed convolution."""
 
     @staticmethod
-    def forward(ctx, dy, w, strides, pads, in_hw):
+    def forward(ctx, dy, w, in_hw, strides, pads, groups):
         ctx.save_for_backward(dy, w)
-        ctx.geometry = (strides, pads)
-        return _state["ops"].pgk_conv_backward_data(dy, w, strides, pads, in_hw)
+        ctx.geometry = (strides, pads, groups)
+        return _state["ops"].pgk_conv_backward_data(dy, w, strides, pads, in_hw, groups)
 
     @staticmethod
     def backward(ctx, g):
         dy, w = ctx.saved_tensor()
-        strides, pads = ctx.geometry
-        d_dy = _Forward.apply(g, w, strides, pads) if not dy.stop_gradient else None
-        dw = _BackwardWeights.apply(g, dy, strides, pads, list(w.shape[2:])) if _wants(w) else None
+        geometry = ctx.geometry
+        d_dy = _Forward.apply(g, w, *geometry) if not dy.stop_gradient else None
+        dw = _BackwardWeights.apply(g, dy, list(w.shape[2:]), *geometry) if _wants(w) else None
         return d_dy, dw
 
 
@@ -120,17 +123,17 @@ class _BackwardWeights(PyLayer):
     """DW = the weight gradient of a convolution with input X and output gradient DY."""
 
     @staticmethod
-    def forward(ctx, x, dy, strides, pads, k_hw):
+    def forward(ctx, x, dy, k_hw, strides, pads, groups):
         ctx.save_for_backward(x, dy)
-        ctx.geometry = (strides, pads)
-        return _state["ops"].pgk_conv_backward_weights(x, dy, strides, pads, k_hw)
+        ctx.geometry = (strides, pads, groups)
+        return _state["ops"].pgk_conv_backward_weights(x, dy, strides, pads, k_hw, groups)
 
     @staticmethod
     def backward(ctx, g):
         x, dy = ctx.saved_tensor()
-        strides, pads = ctx.geometry
-        dx = _BackwardData.apply(dy, g, strides, pads, list(x.shape[2:])) if not x.stop_gradient else None
-        d_dy = _Forward.apply(x, g, strides, pads) if not dy.stop_gradient else None
+        geometry = ctx.geometry
+        dx = _BackwardData.apply(dy, g, list(x.shape[2:]), *geometry) if not x.stop_gradient else None
+        d_dy = _Forward.apply(x, g, *geometry) if not dy.stop_gradient else None
         return dx, d_dy
 
 
@@ -193,6 +196,29 @@ class _LayerNormGrad(PyLayer):
         d_g = _LayerNormGrad.apply(h, x, ctx.kept) if not g.stop_gradient else None
         d_x = _state["ops"].pgk_layer_norm_grad2(g, h, *ctx.kept.tensors) if not x.stop_gradient else None
         return d_g, d_x
+
+
+class _FrozenConv(PyLayer):
+    """Y = clip(conv(X, W) + B, 0, top) (top 0: no clip) for constant W and B, one oneDNN
+    primitive; the gradient reaches X alone, to first order (the frozen network of the projected
+    D, which no penalty differentiates twice)."""
+
+    @staticmethod
+    def forward(ctx, x, w, b, strides, pads, groups, top):
+        y = _state["ops"].pgk_frozen_conv(x, w, b, strides, pads, groups, top)
+        # a detached view of the output, not the output itself (see _LayerNorm: no cycle through
+        # the output's grad node)
+        ctx.kept = _Kept(w, y.detach())
+        ctx.geometry = (strides, pads, list(x.shape[2:]), groups, top)
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        w, y = ctx.kept.tensors
+        strides, pads, in_hw, groups, top = ctx.geometry
+        if top > 0:
+            g = _state["ops"].pgk_clip_mask(g, y, top)
+        return _state["ops"].pgk_conv_backward_data(g, w, strides, pads, in_hw, groups), None, None
 
 
 def _scale_gradients(g, x, w):
@@ -266,11 +292,30 @@ def _ours(x) -> bool:
     return _state["backend"] == "onednn" and x.dtype == paddle.float32 and x.place.is_cpu_place()
 
 
-def conv2d(x, weight, stride=1, padding=0):
-    """A convolution without bias: x (N, IC, H, W), weight (OC, IC, KH, KW), as ``F.conv2d``."""
+def _pads(padding) -> list[int]:
+    """An int, (H, W) or (top, bottom, left, right) padding as the four values, Paddle's order."""
+    if isinstance(padding, int):
+        return [padding] * 4
+    values = [int(p) for p in padding]
+    return [values[0], values[0], values[1], values[1]] if len(values) == 2 else values
+
+
+def conv2d(x, weight, stride=1, padding=0, groups: int = 1):
+    """A convolution without bias, as ``F.conv2d``: x (N, IC, H, W), weight (OC, IC / groups, KH,
+    KW); ``padding`` an int, (H, W), or Paddle's (top, bottom, left, right)."""
     if not _ours(x):
-        return F.conv2d(x, weight, None, stride=stride, padding=padding)
-    return _Forward.apply(x, weight, _pair(stride), _pair(padding))
+        given = padding if isinstance(padding, int) or len(padding) == 2 else list(padding)
+        return F.conv2d(x, weight, None, stride=stride, padding=given, groups=groups)
+    return _Forward.apply(x, weight, _pair(stride), _pads(padding), int(groups))
+
+
+def frozen_conv(x, weight, bias, stride=1, padding=0, groups: int = 1, clip: float = 0.0):
+    """``min(max(conv2d(x, weight) + bias, 0), clip)`` (``clip`` 0: no clip; 6: ReLU6) for a
+    frozen layer (no gradient for ``weight`` or ``bias``) as one oneDNN primitive, its input
+    gradient to first order; None on Paddle's backend, where the caller composes it."""
+    if not _ours(x):
+        return None
+    return _FrozenConv.apply(x, weight, bias, _pair(stride), _pads(padding), int(groups), float(clip))
 
 
 def conv2d_transpose(x, weight, stride=1, padding=0):
@@ -280,7 +325,7 @@ def conv2d_transpose(x, weight, stride=1, padding=0):
         return F.conv2d_transpose(x, weight, None, stride=stride, padding=padding)
     strides, pads = _pair(stride), _pair(padding)
     out_hw = [(x.shape[2 + i] - 1) * strides[i] - 2 * pads[i] + weight.shape[2 + i] for i in range(2)]
-    return _BackwardData.apply(x, weight, strides, pads, out_hw)
+    return _BackwardData.apply(x, weight, out_hw, strides, _pads(pads), 1)
 
 
 def leaky_relu(x, slope: float = 0.01):
@@ -319,8 +364,13 @@ def self_check() -> str | None:
     """None when oneDNN's convolution and transposed convolution give Paddle's outputs, input
     gradients and weight gradients on small random inputs (to 1e-4); else what differs."""
     rng = np.random.default_rng(0)
+
+    def depthwise(fn):  # a 5x5 depthwise convolution with TensorFlow's "SAME" padding at stride 2
+        return lambda x, w, stride, padding: fn(x, w, stride=stride, padding=[1, 2, 1, 2], groups=6)
+
     cases = [(conv2d, F.conv2d, (2, 3, 9, 9), (4, 3, 4, 4)),
-             (conv2d_transpose, F.conv2d_transpose, (2, 4, 5, 5), (4, 3, 4, 4))]
+             (conv2d_transpose, F.conv2d_transpose, (2, 4, 5, 5), (4, 3, 4, 4)),
+             (depthwise(conv2d), depthwise(F.conv2d), (2, 6, 8, 8), (6, 1, 5, 5))]
     for ours, reference, x_shape, w_shape in cases:
         x_np, w_np = rng.standard_normal(x_shape).astype(np.float32), rng.standard_normal(w_shape).astype(np.float32)
         results = []

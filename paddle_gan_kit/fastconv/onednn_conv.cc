@@ -5,9 +5,12 @@
 // are the three products of a convolution, each the adjoint of another, so Python chains them
 // into convolution and transposed convolution differentiable to any order (fastconv/__init__.py):
 //
-//   pgk_conv_forward(X, W)        Y  = conv(X, W)                    X (N,IC,IH,IW), W (OC,IC,KH,KW)
+//   pgk_conv_forward(X, W)        Y  = conv(X, W)                    X (N,IC,IH,IW), W (OC,IC/G,KH,KW)
 //   pgk_conv_backward_data(DY, W) DX = conv^T(DY, W)                 DY (N,OC,OH,OW) -> (N,IC,IH,IW)
-//   pgk_conv_backward_weights(X, DY) DW = correlation of X and DY    -> (OC,IC,KH,KW)
+//   pgk_conv_backward_weights(X, DY) DW = correlation of X and DY    -> (OC,IC/G,KH,KW)
+//
+// with attributes strides (2), pads (4: top, bottom, left, right, as Paddle orders them; TensorFlow's
+// "SAME" padding at stride 2 is asymmetric) and groups G (G = IC = OC: a depthwise convolution).
 //
 // Into at most 4 channels (a generator's last layer, a discriminator's input gradient),
 // pgk_conv_backward_data runs on its own vectorised loops instead (BackwardDataDirect): oneDNN's
@@ -43,6 +46,14 @@
 //
 //   pgk_channel_affine_act(X, W, B)  V = X * W[c] + B[c]; V > 0 ? V : V * slope
 //
+// and, for the frozen network of the projected discriminator (its BatchNorm folded into the
+// convolutions), a convolution with its bias and ReLU6 as one primitive (the bias and the clip as
+// oneDNN post-ops, where the composition is a bias pass and an activation pass on Paddle's
+// single-threaded elementwise kernels), and the clip's input gradient:
+//
+//   pgk_frozen_conv(X, W, B)      Y = min(max(conv(X, W) + B, 0), top)   (top 0: no clip)
+//   pgk_clip_mask(G, Y)           G * (0 < Y < top)
+//
 // Tensors stay plain NCHW / OIHW float32 in Paddle. Each primitive is created once per shape
 // and kept; oneDNN chooses the memory formats its fastest kernels want (format "any"), and the
 // reorders into and out of them are kept per shape too, so a step allocates nothing but scratch.
@@ -73,24 +84,31 @@ dnnl::stream& Stream() {
   return stream;
 }
 
-// The geometry of one convolution; every primitive is keyed by it.
+// The geometry of one convolution; every primitive is keyed by it. ph, pw pad the top and left,
+// pb, pr the bottom and right; g is the number of groups.
 struct Geometry {
-  int64_t n, ic, ih, iw, oc, oh, ow, kh, kw, sh, sw, ph, pw;
+  int64_t n, ic, ih, iw, oc, oh, ow, kh, kw, sh, sw, ph, pw, pb, pr, g;
 
   std::string Key(char kind) const {
     std::string key(1, kind);
-    for (int64_t v : {n, ic, ih, iw, oc, oh, ow, kh, kw, sh, sw, ph, pw}) key += "," + std::to_string(v);
+    for (int64_t v : {n, ic, ih, iw, oc, oh, ow, kh, kw, sh, sw, ph, pw, pb, pr, g}) key += "," + std::to_string(v);
     return key;
   }
   Dims Src() const { return {n, ic, ih, iw}; }
-  Dims Weights() const { return {oc, ic, kh, kw}; }
+  // oneDNN's weights: grouped ones as (G, OC/G, IC/G, KH, KW), the same memory as Paddle's (OC, IC/G, KH, KW)
+  Dims Weights() const { return g == 1 ? Dims{oc, ic, kh, kw} : Dims{g, oc / g, ic / g, kh, kw}; }
+  Dims WeightsTensor() const { return {oc, ic / g, kh, kw}; }
   Dims Dst() const { return {n, oc, oh, ow}; }
   Dims Strides() const { return {sh, sw}; }
-  Dims Padding() const { return {ph, pw}; }
+  Dims PaddingL() const { return {ph, pw}; }
+  Dims PaddingR() const { return {pb, pr}; }
+  bool Symmetric() const { return ph == pb && pw == pr; }
 };
 
 memory::desc Any(const Dims& dims) { return memory::desc(dims, memory::data_type::f32, memory::format_tag::any); }
-memory::desc Plain(const Dims& dims) { return memory::desc(dims, memory::data_type::f32, memory::format_tag::abcd); }
+memory::desc Plain(const Dims& dims) {
+  return memory::desc(dims, memory::data_type::f32, dims.size() == 5 ? memory::format_tag::abcde : memory::format_tag::abcd);
+}
 
 // Each kept primitive owns its scratchpad (allocated once with it): in oneDNN's default
 // ("library") mode the same kernels ran 10-17% slower per call (one measurement, AVX-512 Xeon,
@@ -104,7 +122,7 @@ dnnl::primitive_attr UserScratchpad() {
 dnnl::convolution_forward::primitive_desc ForwardDesc(const Geometry& g) {
   return dnnl::convolution_forward::primitive_desc(
       Engine(), dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct, Any(g.Src()),
-      Any(g.Weights()), Any(g.Dst()), g.Strides(), g.Padding(), g.Padding(), UserScratchpad());
+      Any(g.Weights()), Any(g.Dst()), g.Strides(), g.PaddingL(), g.PaddingR(), UserScratchpad());
 }
 
 // One argument of a primitive: the plain Paddle buffer and, when oneDNN wants another format,
@@ -149,6 +167,7 @@ struct Kept {
   std::unique_ptr<Argument> a, b, out;
   int arg_a, arg_b, arg_out;
   std::mutex running;  // the internal buffers are shared: one execution at a time
+  memory::desc bias;   // pgk_frozen_conv's bias (C values), passed as it is; empty for the others
 };
 
 std::mutex g_cache_lock;
@@ -184,7 +203,7 @@ Kept* BackwardDataPrimitive(const Geometry& g) {
   if (Kept* kept = Find(key)) return kept;
   auto pd = dnnl::convolution_backward_data::primitive_desc(
       Engine(), dnnl::algorithm::convolution_direct, Any(g.Src()), Any(g.Weights()), Any(g.Dst()), g.Strides(),
-      g.Padding(), g.Padding(), ForwardDesc(g), UserScratchpad());
+      g.PaddingL(), g.PaddingR(), ForwardDesc(g), UserScratchpad());
   std::unique_ptr<Kept> kept(new Kept{dnnl::convolution_backward_data(pd), memory(pd.scratchpad_desc(), Engine())});
   kept->a.reset(new Argument(g.Dst(), pd.diff_dst_desc(), false));
   kept->b.reset(new Argument(g.Weights(), pd.weights_desc(), false));
@@ -198,7 +217,7 @@ Kept* BackwardWeightsPrimitive(const Geometry& g) {
   if (Kept* kept = Find(key)) return kept;
   auto pd = dnnl::convolution_backward_weights::primitive_desc(
       Engine(), dnnl::algorithm::convolution_direct, Any(g.Src()), Any(g.Weights()), Any(g.Dst()), g.Strides(),
-      g.Padding(), g.Padding(), ForwardDesc(g), UserScratchpad());
+      g.PaddingL(), g.PaddingR(), ForwardDesc(g), UserScratchpad());
   std::unique_ptr<Kept> kept(new Kept{dnnl::convolution_backward_weights(pd), memory(pd.scratchpad_desc(), Engine())});
   kept->a.reset(new Argument(g.Src(), pd.src_desc(), false));
   kept->b.reset(new Argument(g.Dst(), pd.diff_dst_desc(), false));
@@ -207,15 +226,41 @@ Kept* BackwardWeightsPrimitive(const Geometry& g) {
   return Keep(key, std::move(kept));
 }
 
-void Run(Kept* kept, const paddle::Tensor& a, const paddle::Tensor& b, paddle::Tensor* out) {
+void Run(Kept* kept, const paddle::Tensor& a, const paddle::Tensor& b, paddle::Tensor* out,
+         const float* bias = nullptr) {
   std::lock_guard<std::mutex> lock(kept->running);
   memory ma = kept->a->In(a.data<float>());
   memory mb = kept->b->In(b.data<float>());
   memory mo = kept->out->Target(out->data<float>());
-  kept->primitive.execute(Stream(),
-                          {{kept->arg_a, ma}, {kept->arg_b, mb}, {kept->arg_out, mo}, {DNNL_ARG_SCRATCHPAD, kept->scratchpad}});
+  std::unordered_map<int, memory> args{
+      {kept->arg_a, ma}, {kept->arg_b, mb}, {kept->arg_out, mo}, {DNNL_ARG_SCRATCHPAD, kept->scratchpad}};
+  if (bias != nullptr) args.insert({DNNL_ARG_BIAS, memory(kept->bias, Engine(), const_cast<float*>(bias))});
+  kept->primitive.execute(Stream(), args);
   kept->out->Out(out->data<float>());
   Stream().wait();
+}
+
+// The frozen network's convolution: bias and clip fused into the forward-inference primitive.
+Kept* FrozenPrimitive(const Geometry& g, float top) {
+  auto key = g.Key('z') + "," + std::to_string(top);
+  if (Kept* kept = Find(key)) return kept;
+  dnnl::primitive_attr attr = UserScratchpad();
+  if (top > 0) {
+    dnnl::post_ops ops;
+    ops.append_eltwise(dnnl::algorithm::eltwise_clip_v2, 0.f, top);
+    attr.set_post_ops(ops);
+  }
+  memory::desc bias({g.oc}, memory::data_type::f32, memory::format_tag::a);
+  auto pd = dnnl::convolution_forward::primitive_desc(
+      Engine(), dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct, Any(g.Src()), Any(g.Weights()),
+      bias, Any(g.Dst()), g.Strides(), g.PaddingL(), g.PaddingR(), attr);
+  std::unique_ptr<Kept> kept(new Kept{dnnl::convolution_forward(pd), memory(pd.scratchpad_desc(), Engine())});
+  kept->a.reset(new Argument(g.Src(), pd.src_desc(), false));
+  kept->b.reset(new Argument(g.Weights(), pd.weights_desc(), false));
+  kept->out.reset(new Argument(g.Dst(), pd.dst_desc(), true));
+  kept->arg_a = DNNL_ARG_SRC, kept->arg_b = DNNL_ARG_WEIGHTS, kept->arg_out = DNNL_ARG_DST;
+  kept->bias = bias;
+  return Keep(key, std::move(kept));
 }
 
 // Elementwise primitives on plain 1-D buffers of n elements, kept per key.
@@ -279,7 +324,9 @@ paddle::Tensor Empty(const Dims& dims, const paddle::Place& place) {
   return paddle::empty(std::vector<int64_t>(dims.begin(), dims.end()), paddle::DataType::FLOAT32, place);
 }
 
-int64_t OutSide(int64_t in, int64_t k, int64_t s, int64_t p) { return (in + 2 * p - k) / s + 1; }
+int64_t OutSide(int64_t in, int64_t k, int64_t s, int64_t before, int64_t after) {
+  return (in + before + after - k) / s + 1;
+}
 
 int64_t FloorDiv(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
 
@@ -374,14 +421,22 @@ void BackwardDataDirect(const Geometry& g, const float* dy, const float* w, floa
 
 }  // namespace
 
+Geometry Make(int64_t n, int64_t ic, int64_t ih, int64_t iw, int64_t oc, int64_t oh, int64_t ow, int64_t kh, int64_t kw,
+              const std::vector<int64_t>& strides, const std::vector<int64_t>& pads, int64_t groups) {
+  PD_CHECK(strides.size() == 2 && pads.size() == 4, "strides take 2 values and pads 4 (top, bottom, left, right)");
+  PD_CHECK(groups >= 1 && ic % groups == 0 && oc % groups == 0, "the channels must divide into the groups");
+  return Geometry{n, ic, ih, iw, oc, oh, ow, kh, kw, strides[0], strides[1], pads[0], pads[2], pads[1], pads[3], groups};
+}
+
 std::vector<paddle::Tensor> ConvForward(const paddle::Tensor& x, const paddle::Tensor& w,
-                                        const std::vector<int64_t>& strides, const std::vector<int64_t>& pads) {
+                                        const std::vector<int64_t>& strides, const std::vector<int64_t>& pads,
+                                        int64_t groups) {
   Check(x, "X");
   Check(w, "W");
   auto xs = x.shape(), ws = w.shape();
-  Geometry g{xs[0], xs[1], xs[2], xs[3], ws[0], 0, 0, ws[2], ws[3], strides[0], strides[1], pads[0], pads[1]};
-  g.oh = OutSide(g.ih, g.kh, g.sh, g.ph);
-  g.ow = OutSide(g.iw, g.kw, g.sw, g.pw);
+  Geometry g = Make(xs[0], xs[1], xs[2], xs[3], ws[0], 0, 0, ws[2], ws[3], strides, pads, groups);
+  g.oh = OutSide(g.ih, g.kh, g.sh, g.ph, g.pb);
+  g.ow = OutSide(g.iw, g.kw, g.sw, g.pw, g.pr);
   auto y = Empty(g.Dst(), x.place());
   Run(ForwardPrimitive(g), x.contiguous(), w.contiguous(), &y);
   return {y};
@@ -389,14 +444,13 @@ std::vector<paddle::Tensor> ConvForward(const paddle::Tensor& x, const paddle::T
 
 std::vector<paddle::Tensor> ConvBackwardData(const paddle::Tensor& dy, const paddle::Tensor& w,
                                              const std::vector<int64_t>& strides, const std::vector<int64_t>& pads,
-                                             const std::vector<int64_t>& in_hw) {
+                                             const std::vector<int64_t>& in_hw, int64_t groups) {
   Check(dy, "DY");
   Check(w, "W");
   auto ds = dy.shape(), ws = w.shape();
-  Geometry g{ds[0], ws[1], in_hw[0], in_hw[1], ws[0], ds[2], ds[3], ws[2], ws[3], strides[0], strides[1], pads[0],
-             pads[1]};
+  Geometry g = Make(ds[0], ws[1] * groups, in_hw[0], in_hw[1], ws[0], ds[2], ds[3], ws[2], ws[3], strides, pads, groups);
   auto dx = Empty(g.Src(), dy.place());
-  if (g.ic <= kDirectChannels) {
+  if (g.ic <= kDirectChannels && g.g == 1 && g.Symmetric()) {
     const auto dyc = dy.contiguous(), wc = w.contiguous();
     BackwardDataDirect(g, dyc.data<float>(), wc.data<float>(), dx.data<float>());
   } else {
@@ -407,15 +461,43 @@ std::vector<paddle::Tensor> ConvBackwardData(const paddle::Tensor& dy, const pad
 
 std::vector<paddle::Tensor> ConvBackwardWeights(const paddle::Tensor& x, const paddle::Tensor& dy,
                                                 const std::vector<int64_t>& strides,
-                                                const std::vector<int64_t>& pads, const std::vector<int64_t>& k_hw) {
+                                                const std::vector<int64_t>& pads, const std::vector<int64_t>& k_hw,
+                                                int64_t groups) {
   Check(x, "X");
   Check(dy, "DY");
   auto xs = x.shape(), ds = dy.shape();
-  Geometry g{xs[0], xs[1], xs[2], xs[3], ds[1], ds[2], ds[3], k_hw[0], k_hw[1], strides[0], strides[1], pads[0],
-             pads[1]};
-  auto dw = Empty(g.Weights(), x.place());
+  Geometry g = Make(xs[0], xs[1], xs[2], xs[3], ds[1], ds[2], ds[3], k_hw[0], k_hw[1], strides, pads, groups);
+  auto dw = Empty(g.WeightsTensor(), x.place());
   Run(BackwardWeightsPrimitive(g), x.contiguous(), dy.contiguous(), &dw);
   return {dw};
+}
+
+std::vector<paddle::Tensor> FrozenConv(const paddle::Tensor& x, const paddle::Tensor& w, const paddle::Tensor& b,
+                                       const std::vector<int64_t>& strides, const std::vector<int64_t>& pads,
+                                       int64_t groups, float top) {
+  Check(x, "X");
+  Check(w, "W");
+  auto xs = x.shape(), ws = w.shape();
+  Geometry g = Make(xs[0], xs[1], xs[2], xs[3], ws[0], 0, 0, ws[2], ws[3], strides, pads, groups);
+  PD_CHECK(b.numel() == g.oc && b.is_cpu() && b.dtype() == paddle::DataType::FLOAT32, "B must hold OC floats");
+  g.oh = OutSide(g.ih, g.kh, g.sh, g.ph, g.pb);
+  g.ow = OutSide(g.iw, g.kw, g.sw, g.pw, g.pr);
+  auto y = Empty(g.Dst(), x.place());
+  const auto bc = b.contiguous();
+  Run(FrozenPrimitive(g, top), x.contiguous(), w.contiguous(), &y, bc.data<float>());
+  return {y};
+}
+
+std::vector<paddle::Tensor> ClipMask(const paddle::Tensor& grad, const paddle::Tensor& y, float top) {
+  PD_CHECK(grad.shape() == y.shape(), "G and Y must have one shape");
+  const auto gc = grad.contiguous(), yc = y.contiguous();
+  auto out = paddle::empty(grad.shape(), paddle::DataType::FLOAT32, grad.place());
+  const float *gp = gc.data<float>(), *yp = yc.data<float>();
+  float* o = out.data<float>();
+  const int64_t n = grad.numel();
+#pragma omp parallel for simd schedule(static)
+  for (int64_t i = 0; i < n; ++i) o[i] = (yp[i] > 0.f && yp[i] < top) ? gp[i] : 0.f;
+  return {out};
 }
 
 std::vector<paddle::Tensor> LeakyReluMask(const paddle::Tensor& v, const paddle::Tensor& x, float slope) {
@@ -595,24 +677,31 @@ std::vector<std::vector<int64_t>> SameShape(const std::vector<int64_t>& vs, cons
 
 std::vector<std::vector<int64_t>> ConvForwardShape(const std::vector<int64_t>& xs, const std::vector<int64_t>& ws,
                                                    const std::vector<int64_t>& strides,
-                                                   const std::vector<int64_t>& pads) {
-  return {{xs[0], ws[0], OutSide(xs[2], ws[2], strides[0], pads[0]), OutSide(xs[3], ws[3], strides[1], pads[1])}};
+                                                   const std::vector<int64_t>& pads, int64_t) {
+  return {{xs[0], ws[0], OutSide(xs[2], ws[2], strides[0], pads[0], pads[1]),
+           OutSide(xs[3], ws[3], strides[1], pads[2], pads[3])}};
 }
 
 std::vector<std::vector<int64_t>> ConvBackwardDataShape(const std::vector<int64_t>& ds, const std::vector<int64_t>& ws,
                                                         const std::vector<int64_t>&, const std::vector<int64_t>&,
-                                                        const std::vector<int64_t>& in_hw) {
-  return {{ds[0], ws[1], in_hw[0], in_hw[1]}};
+                                                        const std::vector<int64_t>& in_hw, int64_t groups) {
+  return {{ds[0], ws[1] * groups, in_hw[0], in_hw[1]}};
 }
 
 std::vector<std::vector<int64_t>> ConvBackwardWeightsShape(const std::vector<int64_t>& xs,
                                                            const std::vector<int64_t>& ds,
                                                            const std::vector<int64_t>&, const std::vector<int64_t>&,
-                                                           const std::vector<int64_t>& k_hw) {
-  return {{ds[1], xs[1], k_hw[0], k_hw[1]}};
+                                                           const std::vector<int64_t>& k_hw, int64_t groups) {
+  return {{ds[1], xs[1] / groups, k_hw[0], k_hw[1]}};
 }
 
 std::vector<paddle::DataType> FirstDtype(const paddle::DataType& a, const paddle::DataType&) { return {a}; }
+
+std::vector<std::vector<int64_t>> FrozenConvShape(const std::vector<int64_t>& xs, const std::vector<int64_t>& ws,
+                                                  const std::vector<int64_t>&, const std::vector<int64_t>& strides,
+                                                  const std::vector<int64_t>& pads, int64_t groups, float) {
+  return ConvForwardShape(xs, ws, strides, pads, groups);
+}
 
 std::vector<std::vector<int64_t>> LayerNormShape(const std::vector<int64_t>& xs) { return {xs, {xs[0]}}; }
 std::vector<paddle::DataType> LayerNormDtype(const paddle::DataType& a) { return {a, a}; }
@@ -633,15 +722,32 @@ std::vector<paddle::DataType> OneDtype(const paddle::DataType& a) { return {a}; 
 PD_BUILD_OP(pgk_conv_forward)
     .Inputs({"X", "W"})
     .Outputs({"Y"})
-    .Attrs({"strides: std::vector<int64_t>", "pads: std::vector<int64_t>"})
+    .Attrs({"strides: std::vector<int64_t>", "pads: std::vector<int64_t>", "groups: int64_t"})
     .SetKernelFn(PD_KERNEL(ConvForward))
     .SetInferShapeFn(PD_INFER_SHAPE(ConvForwardShape))
+    .SetInferDtypeFn(PD_INFER_DTYPE(FirstDtype));
+
+PD_BUILD_OP(pgk_frozen_conv)
+    .Inputs({"X", "W", "B"})
+    .Outputs({"Y"})
+    .Attrs({"strides: std::vector<int64_t>", "pads: std::vector<int64_t>", "groups: int64_t", "top: float"})
+    .SetKernelFn(PD_KERNEL(FrozenConv))
+    .SetInferShapeFn(PD_INFER_SHAPE(FrozenConvShape))
+    .SetInferDtypeFn(PD_INFER_DTYPE(FirstDtype3));
+
+PD_BUILD_OP(pgk_clip_mask)
+    .Inputs({"G", "Y"})
+    .Outputs({"DX"})
+    .Attrs({"top: float"})
+    .SetKernelFn(PD_KERNEL(ClipMask))
+    .SetInferShapeFn(PD_INFER_SHAPE(SameShape))
     .SetInferDtypeFn(PD_INFER_DTYPE(FirstDtype));
 
 PD_BUILD_OP(pgk_conv_backward_data)
     .Inputs({"DY", "W"})
     .Outputs({"DX"})
-    .Attrs({"strides: std::vector<int64_t>", "pads: std::vector<int64_t>", "in_hw: std::vector<int64_t>"})
+    .Attrs({"strides: std::vector<int64_t>", "pads: std::vector<int64_t>", "in_hw: std::vector<int64_t>",
+            "groups: int64_t"})
     .SetKernelFn(PD_KERNEL(ConvBackwardData))
     .SetInferShapeFn(PD_INFER_SHAPE(ConvBackwardDataShape))
     .SetInferDtypeFn(PD_INFER_DTYPE(FirstDtype));
@@ -649,7 +755,8 @@ PD_BUILD_OP(pgk_conv_backward_data)
 PD_BUILD_OP(pgk_conv_backward_weights)
     .Inputs({"X", "DY"})
     .Outputs({"DW"})
-    .Attrs({"strides: std::vector<int64_t>", "pads: std::vector<int64_t>", "k_hw: std::vector<int64_t>"})
+    .Attrs({"strides: std::vector<int64_t>", "pads: std::vector<int64_t>", "k_hw: std::vector<int64_t>",
+            "groups: int64_t"})
     .SetKernelFn(PD_KERNEL(ConvBackwardWeights))
     .SetInferShapeFn(PD_INFER_SHAPE(ConvBackwardWeightsShape))
     .SetInferDtypeFn(PD_INFER_DTYPE(FirstDtype));
