@@ -116,6 +116,8 @@ def format_result(result: dict) -> list[str]:
     if "coverage_classes" in result:
         lines.append(f"coverage {int(result['coverage_classes'])} classes, evenness {result['coverage_evenness']:.3f}"
                      f"  ({context})")
+    if "precision" in result:
+        lines.append(f"precision {result['precision']:.3f}, recall {result['recall']:.3f}  (k = 3; {context})")
     return lines
 
 
@@ -127,8 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Example: python -m paddle_gan_kit.evaluate runs/dcgan_mnist_32 --metrics fid,kid,coverage",
     )
     parser.add_run_arguments()
-    parser.add_argument("--metrics", default="fid,kid", help="comma list of fid, kid, coverage (default fid,kid; "
-                                                             "coverage needs the classifier)")
+    parser.add_argument("--metrics", default="fid,kid", help="comma list of fid, kid, coverage, pr (precision and "
+                                                             "recall) (default fid,kid; coverage needs the classifier)")
     parser.add_argument("--n", type=int, default=DEFAULT_N,
                         help=f"generated images, and at most this many real ones (default {DEFAULT_N})")
     parser.add_argument("--real", metavar="PATH", help="real images: folder, zip/tar, prepared dir, .npy or "

@@ -124,7 +124,7 @@ def test_inception_without_weights_is_the_metrics_one_line_error(tiny_npy, monke
 
 def test_cli_prints_and_saves_json_with_counts_resizer_and_extractor(mnist_run, evaluator):
     # (the evaluator fixture trained the classifier into the session cache the CLI reuses)
-    result = run_cli("paddle_gan_kit.evaluate", mnist_run, "--metrics", "fid,kid,coverage", "--n", 300)
+    result = run_cli("paddle_gan_kit.evaluate", mnist_run, "--metrics", "fid,kid,coverage,pr", "--n", 300)
     assert result.returncode == 0, result.stderr
     printed = json.loads(result.stdout)
     path = os.path.join(mnist_run, "eval", "step_00000004.classifier.n300.json")
@@ -135,9 +135,11 @@ def test_cli_prints_and_saves_json_with_counts_resizer_and_extractor(mnist_run, 
     assert (saved["n_real"], saved["n_fake"], saved["extractor"]) == (300, 300, "classifier")
     assert saved["resizer"] == "none (28x28 native)" and saved["snapshot"] == "step_00000004.safetensors"
     assert saved["real_data"].startswith("builtin:mnist") and saved["extractor_info"]["holdout_accuracy"] > 0.9
-    assert {"fid", "kid_mean", "kid_std", "coverage_classes", "coverage_evenness"} <= set(saved)
+    assert {"fid", "kid_mean", "kid_std", "coverage_classes", "coverage_evenness", "precision", "recall"} <= set(saved)
+    assert 0 <= saved["precision"] <= 1 and 0 <= saved["recall"] <= 1
     fid_line = next(line for line in result.stderr.splitlines() if line.startswith("fid "))
     assert "n_real 300, n_fake 300, extractor classifier, resizer none (28x28 native)" in fid_line
+    assert any(line.startswith("precision ") and "(k = 3; n_real 300" in line for line in result.stderr.splitlines())
 
 
 def test_each_snapshot_and_n_gets_its_own_file_and_a_replacement_is_noted(mnist_run, evaluator):

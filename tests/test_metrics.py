@@ -127,6 +127,28 @@ def test_kid_clips_subset_size_and_separates_distributions():
 
 # --- class coverage ----------------------------------------------------------------------------
 
+def test_precision_and_recall_equal_their_definition_and_separate_the_two_failures():
+    """Kynkaanniemi et al.'s k-NN manifolds (k = 3) against a brute-force count; a collapsed
+    generator keeps its precision and loses its recall, a spread-out one the reverse."""
+    from paddle_gan_kit.metrics.precision_recall import precision_recall
+
+    rng = np.random.default_rng(0)
+    real, fake = rng.standard_normal((60, 5)), rng.standard_normal((50, 5)) * 1.3 + 0.2
+
+    def brute(a, b):  # the fraction of b inside a's balls
+        radii = [sorted(np.linalg.norm(a - x, axis=1))[3] for x in a]
+        return np.mean([any(np.linalg.norm(y - x) <= r for x, r in zip(a, radii)) for y in b])
+
+    precision, recall = precision_recall(real, fake)
+    assert precision == pytest.approx(brute(real, fake)) and recall == pytest.approx(brute(fake, real))
+    assert 0 < precision < 1 and 0 < recall < 1
+    assert precision_recall(real, real) == (1.0, 1.0)
+    collapsed = real[:1] + rng.standard_normal((50, 5)) * 0.01
+    assert precision_recall(real, collapsed)[0] == 1.0 and precision_recall(real, collapsed)[1] < 0.2
+    spread = rng.standard_normal((50, 5)) * 10
+    assert precision_recall(real, spread)[0] < 0.2 and precision_recall(real, spread)[1] > 0.8
+
+
 def test_class_coverage_counts_and_evenness():
     cov = class_coverage(np.array([0, 0, 1, 1]), 4)
     assert cov["classes_present"] == 2 and cov["counts"] == [2, 2, 0, 0]

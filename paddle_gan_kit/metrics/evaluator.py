@@ -15,6 +15,7 @@ from .classifier import class_coverage
 from .errors import MetricsError
 from .frechet import feature_stats, frechet_distance_from_stats
 from .kid import FULL_KERNEL_MAX, kid, polynomial_kernel
+from .precision_recall import manifold_radii, precision_recall
 from .registry import METRICS, get_extractor
 
 EXTRACTOR_CHOICES = ("auto", "inception", "classifier", "mobilenet_v2")
@@ -57,8 +58,9 @@ class Evaluator:
     object already built (``metrics.get_extractor``). Real features come from a subset of
     min(n, N) images drawn with ``seed``; each call generates ``n`` images from latents drawn
     with a private ``np.random.default_rng(seed)`` (the same every call) in batches of
-    ``batch_size``. ``metrics``: any of "fid", "kid", "coverage" (default: fid and kid, plus
-    coverage with the classifier). No global RNG state is consumed or changed.
+    ``batch_size``. ``metrics``: any of "fid", "kid", "coverage", "pr" (precision and recall;
+    default: fid and kid, plus coverage with the classifier). No global RNG state is consumed or
+    changed.
     """
 
     primary = "fid"
@@ -106,6 +108,7 @@ class Evaluator:
             self._real_stats = feature_stats(self._real_feats)
             self._real_kernel = (polynomial_kernel(self._real_feats, self._real_feats)
                                  if "kid" in self.metrics and n_real <= FULL_KERNEL_MAX else None)
+            self._real_radii = manifold_radii(self._real_feats) if "pr" in self.metrics else None
         self.n_real = int(n_real)
 
     def describe(self) -> str:
@@ -137,16 +140,19 @@ class Evaluator:
 
     def score(self, fake: np.ndarray) -> dict:
         """Score generated images uint8 (M, H, W, C): fid, kid_mean, kid_std, coverage_classes,
-        coverage_evenness as asked, plus n_real, n_fake, extractor and resizer."""
+        coverage_evenness, precision, recall as asked, plus n_real, n_fake, extractor and resizer."""
         fake = match_channels(np.asarray(fake), self.channels)
         result = {}
-        if "fid" in self.metrics or "kid" in self.metrics:
+        if {"fid", "kid", "pr"} & set(self.metrics):
             feats = self.extractor(fake)
             if "fid" in self.metrics:
                 result["fid"] = float(frechet_distance_from_stats(*self._real_stats, *feature_stats(feats)))
             if "kid" in self.metrics:
                 result["kid_mean"], result["kid_std"] = kid(self._real_feats, feats, KID_SUBSETS, KID_SUBSET_SIZE,
                                                             seed=self.seed, kernel_aa=self._real_kernel)
+            if "pr" in self.metrics:
+                result["precision"], result["recall"] = precision_recall(self._real_feats, feats,
+                                                                         real_radii=self._real_radii)
         if "coverage" in self.metrics:
             coverage = class_coverage(self.extractor.predict(fake), self.extractor.n_classes)
             result["coverage_classes"] = float(coverage["classes_present"])

@@ -14,7 +14,7 @@ EXTRACTORS = {
     "mobilenet_v2": MobileNetFeatures,
 }
 
-METRICS = ("fid", "kid", "coverage")
+METRICS = ("fid", "kid", "coverage", "pr")  # pr: precision and recall (Kynkaanniemi et al. 2019)
 
 
 def get_extractor(name, **kwargs):
