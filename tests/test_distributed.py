@@ -65,3 +65,19 @@ def test_two_ranks_with_half_batches_equal_one_rank(tmp_path):
         scale = max(1.0, float(np.abs(one[key]).max()))
         np.testing.assert_allclose(two[0][key], one[key], rtol=0, atol=1e-5 * scale, err_msg=key)
         assert np.array_equal(two[0][key], two[1][key]), key
+
+
+def test_two_ranks_train_the_projected_d_and_stay_identical(tmp_path, tiny_npy, real_lite0):
+    """The projected D on 2 ranks: the heads' gradients are all-reduced through DataParallel (the
+    frozen network and the random projections need none), so both ranks end with the same weights
+    and BatchNorm statistics, and one set of files is written."""
+    out = tmp_path / "run"
+    logs = launch(tmp_path, "tests/dist_worker.py", "fit", out, tiny_npy, 3, "dcgan", "d_arch=projected", "loss=hinge",
+                  "backbone_levels=2", "augment=translation,color,cutout", "n_critic=1")
+    assert "x 2 ranks" in logs
+    a, b = np.load(out / "params_rank0.npz"), np.load(out / "params_rank1.npz")
+    assert a.files == b.files and any(k.startswith("D.heads.") for k in a.files)
+    for key in a.files:
+        assert np.array_equal(a[key], b[key]), key
+    payload = snapshot.load_newest(str(out / "snapshots")).payload
+    assert payload["step"] == 3 and payload["backbone"]["name"] == "efficientnet_lite0"

@@ -78,7 +78,8 @@ def test_the_speed_benchmark_runs_each_recipe_with_its_whole_step():
     spec.loader.exec_module(bench)
     # keys that choose data, outputs, schedule or learning rates, not the work of a step
     not_step = {"data", "out", "steps", "snapshot_every", "keep_snapshots", "sample_every", "n_samples",
-                "log_every", "eval_every", "eval_n", "lr_g", "lr_d", "seed", "fit", "gems_count"}
+                "log_every", "eval_every", "eval_n", "lr_g", "lr_d", "beta1", "beta2", "seed", "fit", "gems_count",
+                "backbone_weights"}
     shapes = bench.recipes()
     paths = sorted(glob.glob(os.path.join(repo, "configs", "*.yaml")))
     assert len(shapes) == len(paths) >= 10

@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 
 from paddle_gan_kit.errors import GanKitError
+from paddle_gan_kit.models import efficientnet_lite
 from paddle_gan_kit.models.dcgan import Discriminator, Generator
 from paddle_gan_kit.models.init import count_parameters, init_weights
+from paddle_gan_kit.models.projected import ProjectedDiscriminator
 from paddle_gan_kit.models.resnet import ResNetDiscriminator, ResNetGenerator
 
 
@@ -19,7 +21,15 @@ def build_generator(cfg):
 def build_discriminator(cfg):
     """The discriminator/critic for ``cfg``: the DCGAN layout (or ``cfg.d_arch`` "resnet"'s
     residual blocks) with ``cfg.d_norm`` after every inner conv (BatchNorm for DCGAN; layer,
-    instance or no norm for a WGAN-GP critic), or spectrally normalised convs."""
+    instance or no norm for a WGAN-GP critic), or spectrally normalised convs; or, for
+    "projected", heads of that norm on a frozen EfficientNet-Lite0 (its weights file is read here)."""
+    if cfg.d_arch == "projected":
+        features = efficientnet_lite.load_features(efficientnet_lite.weights_path(cfg.backbone_weights),
+                                                   cfg.backbone_levels)
+        discriminator = ProjectedDiscriminator(features, cfg.size, cfg.channels, cfg.backbone_size, cfg.d_channels,
+                                               cfg.max_channels, cfg.d_norm)
+        init_weights(discriminator.heads)  # the random projections keep their own draws
+        return discriminator
     kind = ResNetDiscriminator if cfg.d_arch == "resnet" else Discriminator
     return init_weights(kind(cfg.size, cfg.channels, cfg.d_channels, cfg.max_channels, cfg.d_norm))
 
@@ -43,5 +53,6 @@ def load_weights(model, state: dict, origin: str) -> None:
     model.set_state_dict({k: np.asarray(state[k]) for k in own})
 
 
-__all__ = ["Discriminator", "Generator", "ResNetDiscriminator", "ResNetGenerator", "build_discriminator",
+__all__ = ["Discriminator", "Generator", "ProjectedDiscriminator", "ResNetDiscriminator", "ResNetGenerator",
+           "build_discriminator",
            "build_generator", "count_parameters", "init_weights", "load_weights", "state_arrays"]
