@@ -148,7 +148,7 @@ def main() -> None:
                     float(values_["loss_g"])
                     train_s += time.perf_counter() - t0
                     cfg = trainer.cfg
-                    scores = evaluator(trainer.objective.sampling_generator, cfg.z_dim, cfg.z_dist)
+                    scores = evaluator(trainer.objective.sampling_generator, cfg.z_dim, cfg.z_dist, cfg.conditional)
                     line = {"recipe": label, "dataset": dataset, "seed": seed, "step": trainer.step,
                             "fd": round(scores["fid"], 3), "kid": round(scores["kid_mean"], 5),
                             "precision": round(scores["precision"], 4), "recall": round(scores["recall"], 4),
@@ -158,6 +158,9 @@ def main() -> None:
                             "train_s": round(train_s, 1), "extractor": scores["extractor"], "n": args.n,
                             "conv_backend": fastconv.backend(), "evaluator_setup_s": round(setup_s, 1),
                             "threads": os.environ.get("OMP_NUM_THREADS"), "paddle": paddle.__version__}
+                    for extra in ("intra_fid", "intra_n", "class_agreement"):
+                        if extra in scores:
+                            line[extra] = round(scores[extra], 4)
                     if "coverage_classes" in scores:
                         line.update(coverage=scores["coverage_classes"], evenness=round(scores["coverage_evenness"], 3),
                                     floor_coverage=floor["coverage_classes"])

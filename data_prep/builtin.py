@@ -16,6 +16,17 @@ from data_prep.errors import DataPrepError
 from data_prep.gems import builtin_gems
 
 BUILTIN = ("gems", "mnist", "fashion_mnist")
+# the class names of the labelled built-in sets, by label (the gems' classes are their cuts)
+FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                         "Ankle boot")
+MNIST_CLASSES = tuple(str(d) for d in range(10))
+
+
+def class_names(name: str) -> tuple[str, ...]:
+    """The class names of built-in dataset ``name``, by label."""
+    from data_prep.gems import CUTS
+
+    return {"gems": CUTS, "mnist": MNIST_CLASSES, "fashion_mnist": FASHION_MNIST_CLASSES}[name]
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 # idx element types by the third magic byte (the idx format's own table).
 _IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
@@ -100,12 +111,14 @@ def load_fashion_mnist(directory: str | os.PathLike | None = None, split: str = 
 def load_builtin(name: str, size: int, cache_dir: str | os.PathLike | None = None
                  ) -> tuple[np.ndarray, np.ndarray | None]:
     """A builtin dataset at ``size`` pixels: uint8 (N, size, size, C) in [0, 255] and int64 (N,)
-    labels or None. gems: C=3, 8,192 rendered stones, no labels; mnist, fashion_mnist: C=1."""
+    labels. gems: C=3, 8,192 rendered stones labelled by their cut; mnist, fashion_mnist: C=1."""
     if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or not 8 <= size <= 2048:
         raise DataPrepError(f"unsupported size {size!r}; use a whole number of pixels from 8 "
                             f"to 2048")
     if name == "gems":
-        return builtin_gems(int(size), cache_dir=None if cache_dir is None else str(cache_dir)), None
+        from data_prep.gems import gem_cuts
+
+        return builtin_gems(int(size), cache_dir=None if cache_dir is None else str(cache_dir)), gem_cuts(8192)
     if name == "mnist":
         images, labels = load_mnist()
     elif name == "fashion_mnist":

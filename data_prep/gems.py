@@ -304,6 +304,12 @@ def _render_chunk(args: tuple[int, int, int, int]) -> np.ndarray:
     return render_gems(n, size, seed, start)
 
 
+def gem_cuts(n: int, seed: int = 0, start: int = 0) -> np.ndarray:
+    """int64 (n,): the cut of gem ``start + i`` as an index into :data:`CUTS` (its class), read
+    from the same parameters the picture is drawn from, without drawing it."""
+    return np.array([CUTS.index(_params(seed, start + i)["cut"]) for i in range(n)], np.int64)
+
+
 def builtin_gems(size: int, n: int = 8192, seed: int = 0, cache_dir: str | None = None
                  ) -> np.ndarray:
     """The default dataset: ``n`` gems as read-only uint8 (n, size, size, 3) memmap in [0, 255],

@@ -97,6 +97,14 @@ def is_prepared(out: str | os.PathLike) -> bool:
     return all(_array_problem(out, size, manifest) is None for size in manifest["sizes"])
 
 
+def class_names(out: str | os.PathLike) -> list[str] | None:
+    """The class names of a prepared dataset by label (its class folders), or None without classes."""
+    import json
+
+    with open(Path(out).expanduser() / MANIFEST, encoding="utf-8") as f:
+        return json.load(f).get("classes") or None
+
+
 def load_prepared(out: str | os.PathLike, size: int) -> tuple[np.ndarray, np.ndarray | None]:
     """Open a prepared dataset: images as a read-only memmap uint8 (N, size, size, C) in
     [0, 255], and int64 (N,) labels (None when the source had no class folders)."""

@@ -57,6 +57,10 @@ class TrainConfig:
     # --- architecture --------------------------------------------------------------------
     z_dim: int = 100  # latent size; 100 as in DCGAN (Radford et al. 2015)
     z_dist: str = "normal"  # latent prior: "normal" N(0, 1) or "uniform" U(-1, 1)
+    # class-conditional G and D on the data's labels: conditional BatchNorm in G (de Vries et al.
+    # 2017, from one class embedding as BigGAN's), a projection head in D (Miyato & Koyama 2018)
+    conditional: bool = False
+    n_classes: typing.Optional[int] = None  # classes of a conditional run; None: from the data's labels
     g_channels: int = 64  # generator width at the last upsampling stage (DCGAN's ngf)
     d_channels: int = 64  # discriminator/critic width at its first conv (DCGAN's ndf)
     max_channels: int = 512  # cap on the widest stage (the DCGAN paper's 1024 is 16x the cost)
@@ -95,6 +99,9 @@ class TrainConfig:
     beta1: typing.Optional[float] = None  # Adam beta1; None: 0.5 DCGAN, 0.0 WGAN-GP paper
     beta2: typing.Optional[float] = None  # Adam beta2; None: 0.999 DCGAN, 0.9 WGAN-GP paper
     n_critic: typing.Optional[int] = None  # D/critic updates per G update; None: 1 / 5
+    # generator updates per round of D updates: D trains at every g_steps-th step only (the
+    # anime-faces notebook's 5); a step is still one generator update
+    g_steps: int = 1
     ema_decay: float = 0.0  # EMA of G's weights per step (0 = off; 0.999 is common); samples use it
     # EMA ramp-up: the EMA's half-life is at most this fraction of the steps so far, so early
     # weights fade (StyleGAN2-ADA: 0.05); 0 = the fixed decay from step 1
@@ -283,7 +290,7 @@ def validate(cfg: TrainConfig) -> None:
         raise GanKitError(f"channels is {cfg.channels}; use 1 (grayscale), 3 (RGB) or leave it unset")
     positive = ["z_dim", "g_channels", "d_channels", "max_channels", "batch_size", "steps",
                 "snapshot_every", "keep_snapshots", "sample_every", "n_samples", "log_every",
-                "gems_count"]
+                "gems_count", "g_steps"]
     for key in positive:
         if getattr(cfg, key) < 1:
             raise GanKitError(f"config key '{key}' must be >= 1, got {getattr(cfg, key)}")
@@ -307,6 +314,11 @@ def validate(cfg: TrainConfig) -> None:
     if cfg.backbone_size < 0 or cfg.backbone_size % 32 or not 1 <= cfg.backbone_levels <= 4:
         raise GanKitError(f"backbone_size must be 0 or a multiple of 32 and backbone_levels 1 to 4, got "
                           f"{cfg.backbone_size} and {cfg.backbone_levels}; e.g. --set backbone_size=64")
+    if cfg.conditional and "resnet" in (cfg.g_arch, cfg.d_arch):
+        raise GanKitError("conditional=true has conditional layers for the DCGAN and projected nets only; use "
+                          "g_arch=dcgan and d_arch=dcgan or projected, or conditional=false")
+    if cfg.n_classes is not None and cfg.n_classes < 2:
+        raise GanKitError(f"n_classes must be at least 2 (or unset: from the data's labels), got {cfg.n_classes}")
     if cfg.d_arch == "projected" and ((cfg.gp_weight or 0) > 0 or cfg.r1_gamma > 0):
         raise GanKitError("d_arch=projected takes no gradient penalty or R1 (its frozen backbone would need a "
                           "double backward; Projected GAN trains without one): use --model dcgan, or "

@@ -22,11 +22,13 @@ ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
 
 @dataclass
 class ImageData:
-    """Training images as uint8 (N, H, W, C) plus where they came from."""
+    """Training images as uint8 (N, H, W, C) plus where they came from, and their class labels
+    int64 (N,) and class names (by label) when the source has classes."""
 
     images: np.ndarray
     description: str
     labels: np.ndarray | None = None
+    class_names: list | None = None
 
     @property
     def channels(self) -> int:
@@ -66,13 +68,15 @@ def load_images(data: str | None, size: int, fit: str = "crop", gems_count: int 
         from data_prep import gems
 
         images = gems.builtin_gems(size, n=gems_count, seed=0)
-        return ImageData(images, f"builtin procedural gems ({gems_count} images, {size}px)")
+        return ImageData(images, f"builtin procedural gems ({gems_count} images, {size}px)",
+                         gems.gem_cuts(gems_count), list(gems.CUTS))
     if data.startswith(BUILTIN_PREFIX):
         name = data[len(BUILTIN_PREFIX):]
         from data_prep import builtin
 
         images, labels = builtin.load_builtin(name, size)
-        return ImageData(check_image_array(images, data), f"{data} ({len(images)} images)", labels)
+        return ImageData(check_image_array(images, data), f"{data} ({len(images)} images)", labels,
+                         list(builtin.class_names(name)))
 
     path = os.path.expanduser(data)
     if not os.path.exists(path):
@@ -86,13 +90,15 @@ def load_images(data: str | None, size: int, fit: str = "crop", gems_count: int 
 
     if os.path.isdir(path) and data_prep.is_prepared(path):
         images, labels = data_prep.load_prepared(path, size)
-        return _checked(ImageData(check_image_array(images, path), f"prepared {path}/{size}", labels), path)
+        return _checked(ImageData(check_image_array(images, path), f"prepared {path}/{size}", labels,
+                                  data_prep.class_names(path) if labels is not None else None), path)
     if os.path.isdir(path) or path.lower().endswith(ARCHIVE_SUFFIXES):
         root = prepare_root or str(cache_dir() / "prepared")
         target = os.path.join(root, _prepared_name(path, fit))
         data_prep.prepare(path, target, [size], fit=fit, progress=progress)
         images, labels = data_prep.load_prepared(target, size)
-        return _checked(ImageData(check_image_array(images, path), f"{path} prepared into {target}", labels), path)
+        return _checked(ImageData(check_image_array(images, path), f"{path} prepared into {target}", labels,
+                                  data_prep.class_names(target) if labels is not None else None), path)
     raise GanKitError(
         f"--data {data} is a file data_prep cannot read; give a folder, a .zip/.tar/.tar.gz "
         "archive, a prepared directory or an .npy array"

@@ -74,7 +74,7 @@ def evaluate_run(run: str, metrics=("fid", "kid"), n: int = DEFAULT_N, real: str
     evaluator = Evaluator(data.images, data.labels, extractor=extractor, n=n, weights=weights, seed=seed,
                           batch_size=64, metrics=metrics, download=download)
     log(f"evaluating {os.path.basename(snap_path)} (step {step}) against {data.description}: {evaluator.describe()}")
-    scores = evaluator(generator, cfg.z_dim, cfg.z_dist)
+    scores = evaluator(generator, cfg.z_dim, cfg.z_dist, cfg.conditional)
 
     result = dict(scores)
     result.update({
@@ -118,6 +118,11 @@ def format_result(result: dict) -> list[str]:
                      f"  ({context})")
     if "precision" in result:
         lines.append(f"precision {result['precision']:.3f}, recall {result['recall']:.3f}  (k = 3; {context})")
+    if "intra_fid" in result:
+        lines.append(f"intra-class fid {result['intra_fid']:.4f}  (the mean over {result['intra_classes']} classes of "
+                     f"about {result['intra_n']} images each; extractor {result['extractor']})")
+    if "class_agreement" in result:
+        lines.append(f"class agreement {result['class_agreement']:.3f}  (the classifier names the requested class)")
     return lines
 
 

@@ -81,11 +81,13 @@ def export_generator(run: str, out: str, snapshot=None, format: str = "paddle") 
     if os.path.isdir(out) and os.listdir(out):
         raise GanKitError(f"--out {out} is not empty; choose a new folder (an export is never overwritten)")
     generator, cfg = load_generator(run, snapshot)
-    spec = paddle.static.InputSpec(shape=[None, cfg.z_dim], dtype="float32", name="z")
+    specs = [paddle.static.InputSpec(shape=[None, cfg.z_dim], dtype="float32", name="z")]
+    if cfg.conditional:  # a conditional generator's second input: the class of each image
+        specs.append(paddle.static.InputSpec(shape=[None], dtype="int64", name="label"))
     os.makedirs(out, exist_ok=True)
     prefix = os.path.join(out, MODEL_NAME)
     with fastconv.using("paddle"):  # an exported model holds Paddle's own operators only
-        paddle.jit.save(paddle.jit.to_static(generator, input_spec=[spec], full_graph=True), prefix)
+        paddle.jit.save(paddle.jit.to_static(generator, input_spec=specs, full_graph=True), prefix)
     meta = {
         "input": {"name": "z", "shape": [None, cfg.z_dim], "dtype": "float32",
                   "distribution": "N(0, 1)" if cfg.z_dist == "normal" else "U(-1, 1)"},
@@ -94,6 +96,8 @@ def export_generator(run: str, out: str, snapshot=None, format: str = "paddle") 
         "model": cfg.model, "size": cfg.size, "channels": cfg.channels, "z_dim": cfg.z_dim,
         "source": os.path.abspath(run), "snapshot": snapshot, "paddle": paddle.__version__,
     }
+    if cfg.conditional:
+        meta["label"] = {"name": "label", "shape": [None], "dtype": "int64", "classes": generator.class_names}
     if converter is not None:
         program, params = _program_files(prefix)
         onnx_path = prefix + ".onnx"
@@ -107,7 +111,8 @@ def export_generator(run: str, out: str, snapshot=None, format: str = "paddle") 
             if not tmp.is_file():
                 raise GanKitError("paddle2onnx wrote no ONNX model (an op it cannot convert?); the Paddle export "
                                   "in --out is complete")
-        meta["onnx"] = {"file": os.path.basename(onnx_path), "opset": ONNX_OPSET, "input": "z",
+        meta["onnx"] = {"file": os.path.basename(onnx_path), "opset": ONNX_OPSET,
+                        "input": "z" if not cfg.conditional else ["z", "label"],
                         "paddle2onnx": getattr(converter, "__version__", "?")}
     write_text_atomic(os.path.join(out, META_NAME), json.dumps(meta, indent=2))
     return prefix

@@ -42,11 +42,16 @@ def check_image_array(images: np.ndarray, origin: str) -> np.ndarray:
     return images
 
 
+def grid_columns(n: int) -> int:
+    """The columns ``make_grid`` uses by default for n tiles: as square as it gets."""
+    return int(math.ceil(math.sqrt(n)))
+
+
 def make_grid(images: np.ndarray, ncols: int | None = None, padding: int = 2,
               pad_value: int = 0) -> np.ndarray:
     """Tile uint8 (N, H, W, C) into one uint8 (rows*(H+p)+p, cols*(W+p)+p, C) image."""
     n, h, w, c = images.shape
-    ncols = ncols or int(math.ceil(math.sqrt(n)))
+    ncols = ncols or grid_columns(n)
     nrows = int(math.ceil(n / ncols))
     grid = np.full((nrows * (h + padding) + padding, ncols * (w + padding) + padding, c),
                    pad_value, dtype=np.uint8)

@@ -4,7 +4,10 @@ animated GIF, an MP4 or a folder of PNG frames.
 The walk visits ``--keys K`` keyframes, ``--frames F`` frames per segment, and closes the loop
 back to the first key: K*F frames, the first key not repeated at the end. Keyframes are the
 latents of seeds (``--seed S``: seeds S, S+1, ...; ``--key-seeds 3,17,42``: exactly those), the
-same latents ``python -m paddle_gan_kit.sample`` labels its tiles with.
+same latents ``python -m paddle_gan_kit.sample`` labels its tiles with. A class-conditional run
+walks through classes too: key k is of class ``--classes``[k] (default: class k mod the number of
+classes), and between keys the class embedding moves in a straight line while the latent
+follows its slerp.
 
 From a notebook::
 
@@ -30,7 +33,7 @@ from paddle_gan_kit import fastconv
 from paddle_gan_kit.errors import ArgumentParser, GanKitError, cli_entry
 from paddle_gan_kit.images import make_grid, upscale
 from paddle_gan_kit.latent import DEFAULT_BATCH_SIZE, MODES, generate_images, latent_walk, latents_for_seeds
-from paddle_gan_kit.run import generator_of
+from paddle_gan_kit.run import class_index, generator_of
 
 FORMATS = ("gif", "mp4", "frames")
 # GIF stores frame delays in centiseconds, and browsers replace delays under 20 ms by 100 ms,
@@ -100,15 +103,36 @@ def walk_latents(z_dim: int, z_dist: str = "normal", keys: int = 5, frames: int 
     return np.stack(paths, axis=1)  # (T, walks, D)
 
 
+def walk_classes(generator, cfg, keys: int, frames: int, walks: int, classes=None) -> np.ndarray | None:
+    """A conditional run's class embeddings along the walks: (T, walks, E) float32, key k of
+    class ``classes[k]`` (names or indices; default k mod the number of classes) and straight
+    lines between keys; None for an unconditional run (which refuses ``classes`` in one line)."""
+    if not cfg.conditional:
+        if classes:
+            class_index(generator, cfg, classes[0])  # the one-line refusal
+        return None
+    if classes is not None and len(classes) != keys:
+        raise GanKitError(f"--classes names {len(classes)} classes for {keys} keys; give one per key (or drop --keys)")
+    ids = [class_index(generator, cfg, c) for c in classes] if classes is not None else \
+        [k % cfg.n_classes for k in range(keys)]
+    import paddle
+
+    with paddle.no_grad():
+        points = generator.class_embedding(paddle.to_tensor(np.array(ids, np.int64))).numpy()  # (K, E)
+    path = latent_walk(points, frames, "linear", "normal")  # (T, E)
+    return np.repeat(path[:, None], walks, axis=1)
+
+
 def walk_frames(run, keys: int = 5, frames: int = 20, mode: str = "slerp", grid=(1, 1),
                 seed: int = 0, key_seeds=None, snapshot=None, scale: int = 1,
-                batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray:
+                batch_size: int = DEFAULT_BATCH_SIZE, classes=None) -> np.ndarray:
     """Frames of a looping latent walk: uint8 (T, H', W', C), T = keys * frames.
 
     ``run`` is a run directory, a snapshot file, or the ``(generator, cfg)`` pair from
     ``paddle_gan_kit.load_generator``. ``grid`` (rows, cols) or ``"RxC"`` tiles that many
     independent walks per frame with 2 px black gaps; ``scale`` upscales each image by nearest
     neighbour. With ``grid=(1, 1)`` and ``scale=1`` frame ``k*frames`` is exactly G(z_k).
+    ``classes``: a conditional run's class of each key (see ``walk_classes``).
     """
     rows, cols = parse_grid(grid) if isinstance(grid, str) else (int(grid[0]), int(grid[1]))
     if rows < 1 or cols < 1:
@@ -120,7 +144,9 @@ def walk_frames(run, keys: int = 5, frames: int = 20, mode: str = "slerp", grid=
     generator, cfg = generator_of(run, snapshot)
     z = walk_latents(cfg.z_dim, cfg.z_dist, keys, frames, mode, seed, rows * cols, key_seeds)
     steps, walks = z.shape[:2]
-    images = generate_images(generator, z.reshape(steps * walks, -1), batch_size)  # (T*W, H, W, C)
+    embeddings = walk_classes(generator, cfg, z.shape[0] // frames, frames, walks, classes)  # (T, walks, E)
+    condition = None if embeddings is None else embeddings.reshape(steps * walks, -1)
+    images = generate_images(generator, z.reshape(steps * walks, -1), batch_size, condition)  # (T*W, H, W, C)
     images = upscale(images, scale)
     images = images.reshape(steps, walks, *images.shape[1:])  # (T, walks, H, W, C)
     if walks == 1:
@@ -266,7 +292,8 @@ def save_frames(frames: np.ndarray, path: str, fps: float = 20.0, format: str | 
 
 def interpolate(run, out: str = "walk.gif", keys: int = 5, frames: int = 20, mode: str = "slerp",
                 grid=(1, 1), fps: float = 20.0, seed: int = 0, key_seeds=None, snapshot=None,
-                scale: int = 1, format: str | None = None, batch_size: int = DEFAULT_BATCH_SIZE) -> str:
+                scale: int = 1, format: str | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
+                classes=None) -> str:
     """Render a looping latent walk of ``run`` and write it to ``out``; returns ``out``.
 
     Arguments are those of ``walk_frames`` and ``save_frames``; ``out`` is checked before the
@@ -276,7 +303,7 @@ def interpolate(run, out: str = "walk.gif", keys: int = 5, frames: int = 20, mod
     check_fps(fps, fmt)
     check_writable(out, fmt)
     video = walk_frames(run, keys=keys, frames=frames, mode=mode, grid=grid, seed=seed,
-                        key_seeds=key_seeds, snapshot=snapshot, scale=scale, batch_size=batch_size)
+                        key_seeds=key_seeds, snapshot=snapshot, scale=scale, batch_size=batch_size, classes=classes)
     return save_frames(video, out, fps=fps, format=fmt)
 
 
@@ -317,6 +344,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="keyframes are the latents of seeds SEED, SEED+1, ... (default 0)")
     parser.add_argument("--key-seeds", default=None, metavar="S1,S2,...",
                         help="walk through exactly these latent seeds (the labels of a sample grid)")
+    parser.add_argument("--classes", default=None, metavar="C1,C2,...",
+                        help="a conditional run: the class of each key, names or indices (sets --keys)")
     parser.add_image_arguments(DEFAULT_BATCH_SIZE)
     return parser
 
@@ -326,16 +355,21 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     fastconv.configure_from_flag(args.conv_backend)
     key_seeds = parse_seeds(args.key_seeds) if args.key_seeds is not None else None
+    classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
     if key_seeds is not None and args.keys is not None and args.keys != len(key_seeds):
         raise GanKitError(f"--keys {args.keys} but --key-seeds names {len(key_seeds)} seeds; drop --keys")
-    keys = len(key_seeds) if key_seeds is not None else (5 if args.keys is None else args.keys)
+    if classes is not None and key_seeds is not None and len(classes) != len(key_seeds):
+        raise GanKitError(f"--classes names {len(classes)} classes and --key-seeds {len(key_seeds)} seeds; give one "
+                          "class per key seed")
+    keys = len(key_seeds) if key_seeds is not None else len(classes) if classes is not None else (
+        5 if args.keys is None else args.keys)
     out = args.out
     if out is None:
         out = {"gif": "walk.gif", "mp4": "walk.mp4", "frames": "walk_frames"}[args.format or "gif"]
     path = interpolate(args.run, out, keys=keys, frames=args.frames, mode=args.mode,
                        grid=parse_grid(args.grid), fps=args.fps, seed=args.seed, key_seeds=key_seeds,
                        snapshot=args.snapshot, scale=args.scale, format=args.format,
-                       batch_size=args.batch_size)
+                       batch_size=args.batch_size, classes=classes)
     print(f"wrote {path} ({keys * args.frames} frames, {args.fps:g} fps)")
     return 0
 

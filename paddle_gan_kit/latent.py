@@ -122,10 +122,12 @@ def latent_walk(keys: np.ndarray, frames_per_key: int, mode: str = "slerp",
     return walk
 
 
-def generate_images(generator: paddle.nn.Layer, z: np.ndarray,
-                    batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray:
+def generate_images(generator: paddle.nn.Layer, z: np.ndarray, batch_size: int = DEFAULT_BATCH_SIZE,
+                    labels: np.ndarray | None = None) -> np.ndarray:
     """G(z) in batches: z (N, z_dim) float32 -> uint8 images (N, H, W, C).
 
+    ``labels`` for a conditional generator: int (N,) class labels, or float (N, E) class
+    embeddings (a walk between classes interpolates those; see ``Generator.class_embedding``).
     Runs on Paddle's current device (the GPU when Paddle has one) with the generator in eval
     mode, so BatchNorm uses its running statistics and an image depends on its own z only,
     not on the others in its batch (the generator's mode is restored afterwards). On a GPU
@@ -135,6 +137,9 @@ def generate_images(generator: paddle.nn.Layer, z: np.ndarray,
     z = np.asarray(z, np.float32)
     if z.ndim != 2:
         raise ValueError(f"z must be (N, z_dim), got shape {z.shape}")
+    if labels is not None:
+        labels = np.asarray(labels)
+        labels = labels.astype(np.float32 if labels.ndim == 2 else np.int64)
     pad = paddle.device.get_device().startswith("gpu")
     was_training = generator.training
     generator.eval()
@@ -144,9 +149,17 @@ def generate_images(generator: paddle.nn.Layer, z: np.ndarray,
             for start in range(0, len(z), batch_size):
                 chunk = z[start:start + batch_size]  # (n, z_dim)
                 n = len(chunk)
+                cond = None if labels is None else labels[start:start + batch_size]
                 if pad and n < batch_size:
                     chunk = np.concatenate([chunk, np.zeros((batch_size - n, z.shape[1]), np.float32)])
-                images = generator(paddle.to_tensor(chunk))  # (n, C, H, W) in [-1, 1]
+                    if cond is not None:
+                        cond = np.concatenate([cond, np.zeros((batch_size - n,) + cond.shape[1:], cond.dtype)])
+                if cond is None:
+                    images = generator(paddle.to_tensor(chunk))  # (n, C, H, W) in [-1, 1]
+                elif cond.ndim == 2:
+                    images = generator(paddle.to_tensor(chunk), embedding=paddle.to_tensor(cond))
+                else:
+                    images = generator(paddle.to_tensor(chunk), paddle.to_tensor(cond))
                 out.append(to_uint8_images(images)[:n])  # (n, H, W, C) uint8
     finally:
         if was_training:

@@ -201,7 +201,7 @@ class Reporter:
     def settings_changed(self, step: int, changes: dict) -> None:
         pass
 
-    def samples(self, step: int, generator, fixed_noise: np.ndarray, history: list) -> None:
+    def samples(self, step: int, generator, fixed_noise: np.ndarray, history: list, labels=None) -> None:
         pass
 
     def evaluate(self, step: int, generator, save_best) -> dict | None:
@@ -269,9 +269,10 @@ class RunReporter(Reporter):
         self.bar.set_postfix({k: f"{v:.3g}" for k, v in shown.items()}, refresh=False)
         self.info(f"step {step}/{steps} {format_values(shown)}")
 
-    def samples(self, step: int, generator, fixed_noise: np.ndarray, history: list) -> None:
-        """The grid of G(fixed_noise) in eval mode as PNG and VisualDL image, and losses.png."""
-        grid = make_grid(generate_images(generator, fixed_noise, batch_size=len(fixed_noise)))
+    def samples(self, step: int, generator, fixed_noise: np.ndarray, history: list, labels=None) -> None:
+        """The grid of G(fixed_noise) (of classes ``labels``, one per row, for a conditional run)
+        in eval mode as PNG and VisualDL image, and losses.png."""
+        grid = make_grid(generate_images(generator, fixed_noise, batch_size=len(fixed_noise), labels=labels))
         write_png(self.run.sample_path(step), grid, fix=self.run.disk_fix)
         if self.vdl is not None:
             self.vdl.image("samples", grid, step)
@@ -280,7 +281,7 @@ class RunReporter(Reporter):
 
     def evaluate(self, step: int, generator, save_best) -> dict:
         """Score ``generator``, log it, and call ``save_best()`` when it beats the best so far."""
-        result = self.evaluator(generator, self.cfg.z_dim, self.cfg.z_dist)
+        result = self.evaluator(generator, self.cfg.z_dim, self.cfg.z_dist, self.cfg.conditional)
         primary = self.evaluator.primary
         scores = {k: v for k, v in result.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
                   and not k.startswith("n_")}

@@ -5,11 +5,16 @@ be made again on its own: ``--grid`` draws a grid with each tile labelled by its
 writes one PNG per sample named by its seed, and ``interpolate --key-seeds 3,17,42`` walks
 through exactly the tiles labelled 3, 17 and 42.
 
+For a class-conditional run, ``--class Ruby`` (a name or an index) draws that class alone and
+``--per-class K`` a grid with one row per class, the same K latents in every row; without
+either, sample i is of class i mod the number of classes.
+
 From a notebook::
 
     from paddle_gan_kit.sample import sample_images, labelled_grid
     images, seeds = sample_images("runs/dcgan_64", n=64, seed=0)   # uint8 (64, H, W, C)
     grid = labelled_grid(images, seeds)                             # uint8 (H', W', C)
+    images, seeds = sample_images("runs/gems", n=16, labels="oval")  # a conditional run's class
 """
 from __future__ import annotations
 
@@ -26,9 +31,10 @@ from paddle_gan_kit import fastconv
 from paddle_gan_kit.errors import ArgumentParser, GanKitError, cli_entry
 from paddle_gan_kit.images import upscale
 from paddle_gan_kit.latent import DEFAULT_BATCH_SIZE, generate_images, latents_for_seeds
-from paddle_gan_kit.run import generator_of
+from paddle_gan_kit.run import class_index, generator_of
 
 SAMPLE_NAME = "seed_{:06d}.png"
+CLASS_SAMPLE_NAME = "class_{:03d}_seed_{:06d}.png"  # one class of a conditional run
 LABEL_HEIGHT = 12  # pixels of the caption strip under each tile (fits Pillow's default font)
 GRID_PADDING = 2
 
@@ -43,16 +49,32 @@ def sample_seeds(n: int = 64, seed: int = 0) -> list[int]:
 
 
 def sample_images(run, n: int = 64, seed: int = 0, seeds=None, snapshot=None,
-                  batch_size: int = DEFAULT_BATCH_SIZE) -> tuple[np.ndarray, list[int]]:
+                  batch_size: int = DEFAULT_BATCH_SIZE, labels=None) -> tuple[np.ndarray, list[int]]:
     """``(images uint8 (N, H, W, C), seeds)``: sample i from latent seed ``seeds[i]``.
 
     ``seeds`` defaults to ``seed, ..., seed+n-1``. ``run`` is a run directory, a snapshot
-    file, or the ``(generator, cfg)`` pair from ``paddle_gan_kit.load_generator``.
+    file, or the ``(generator, cfg)`` pair from ``paddle_gan_kit.load_generator``. ``labels``
+    (a conditional run): one class for all, a name or an index, or one per sample; default:
+    sample i is of class i mod the number of classes.
     """
     seeds = sample_seeds(n, seed) if seeds is None else [int(s) for s in seeds]
     generator, cfg = generator_of(run, snapshot)
     z = latents_for_seeds(seeds, cfg.z_dim, cfg.z_dist)  # (N, z_dim)
-    return generate_images(generator, z, batch_size), seeds
+    return generate_images(generator, z, batch_size, class_labels(generator, cfg, labels, len(seeds))), seeds
+
+
+def class_labels(generator, cfg, labels, n: int):
+    """int64 (n,) classes for a conditional generator from ``labels`` (see ``sample_images``), or
+    None for an unconditional one (which refuses ``labels`` in one line)."""
+    if not cfg.conditional:
+        if labels is not None:
+            class_index(generator, cfg, labels if isinstance(labels, (str, int)) else labels[0])  # the one-line refusal
+        return None
+    if labels is None:
+        return (np.arange(n) % cfg.n_classes).astype(np.int64)
+    if isinstance(labels, (str, int, np.integer)):
+        return np.full(n, class_index(generator, cfg, labels), np.int64)
+    return np.array([class_index(generator, cfg, label) for label in labels], np.int64)
 
 
 def _label_strip(text: str, width: int) -> np.ndarray:
@@ -114,13 +136,15 @@ def check_writable_file(path: str) -> None:
         raise GanKitError(f"cannot write {path}: {exc.strerror or exc}; choose another path") from None
 
 
-def save_samples(images: np.ndarray, seeds, out_dir: str) -> list[str]:
-    """One PNG per sample, ``out_dir/seed_000042.png``; returns the paths."""
+def save_samples(images: np.ndarray, seeds, out_dir: str, labels=None) -> list[str]:
+    """One PNG per sample, ``out_dir/seed_000042.png`` (``class_003_seed_000042.png`` with
+    ``labels``); returns the paths."""
     paths = []
     try:
         os.makedirs(out_dir, exist_ok=True)
-        for image, s in zip(images, seeds):
-            paths.append(os.path.join(out_dir, SAMPLE_NAME.format(int(s))))
+        for i, (image, s) in enumerate(zip(images, seeds)):
+            name = SAMPLE_NAME.format(int(s)) if labels is None else CLASS_SAMPLE_NAME.format(int(labels[i]), int(s))
+            paths.append(os.path.join(out_dir, name))
             write_png(paths[-1], image)
     except OSError as exc:
         raise GanKitError(f"cannot write to {out_dir}: {exc.strerror or exc}; choose another --out") from None
@@ -129,9 +153,11 @@ def save_samples(images: np.ndarray, seeds, out_dir: str) -> list[str]:
 
 def sample(run, n: int = 64, seed: int = 0, grid: str | None = None, out: str | None = None,
            snapshot=None, scale: int = 1, ncols: int | None = None,
-           batch_size: int = DEFAULT_BATCH_SIZE) -> dict:
+           batch_size: int = DEFAULT_BATCH_SIZE, klass=None, per_class: int | None = None) -> dict:
     """Draw ``n`` samples of ``run`` and write a labelled grid PNG and/or one PNG per sample.
 
+    A conditional run: ``klass`` (a name or an index) draws that class alone; ``per_class`` K
+    draws K samples (seeds ``seed`` .. ``seed+K-1``) of every class, one row per class.
     Returns ``{"grid": path or None, "files": [paths]}``. Output paths are checked before the
     generator runs.
     """
@@ -141,24 +167,43 @@ def sample(run, n: int = 64, seed: int = 0, grid: str | None = None, out: str | 
         raise GanKitError(f"--scale must be an integer >= 1, got {scale}")
     if ncols is not None and ncols < 1:
         raise GanKitError(f"--cols must be >= 1, got {ncols}")
-    seeds = sample_seeds(n, seed)
+    if per_class is not None and (int(per_class) < 1 or klass is not None):
+        raise GanKitError(f"--per-class must be >= 1 and goes without --class, got {per_class}")
+    seeds = sample_seeds(per_class or n, seed)
     if grid is not None:
         if os.path.splitext(grid)[1].lower() != ".png":
             raise GanKitError(f"--grid writes a PNG; give a file name ending in .png, got {grid}")
         check_writable_file(grid)
     if out is not None:
         check_writable_file(os.path.join(out, SAMPLE_NAME.format(seeds[0])))
-    images, seeds = sample_images(run, seeds=seeds, snapshot=snapshot, batch_size=batch_size)
+    generator, cfg = generator_of(run, snapshot)
+    if per_class is not None:
+        class_index(generator, cfg, 0)  # one line for an unconditional run
+        labels = np.repeat(np.arange(cfg.n_classes), len(seeds))  # row c: class c
+        seeds, ncols = seeds * cfg.n_classes, len(seeds)
+    else:
+        labels = class_labels(generator, cfg, klass, len(seeds))
+    images, seeds = sample_images((generator, cfg), seeds=seeds, batch_size=batch_size, labels=labels)
+    if labels is None:
+        captions = seeds
+    else:  # the class's name on every tile, or on the first of each row of a per-class grid
+        captions = [f"{_short(generator, c)} {s}" if per_class is None or i % ncols == 0 else str(s)
+                    for i, (c, s) in enumerate(zip(labels, seeds))]
     result = {"grid": None, "files": []}
     if grid is not None:
         try:
-            write_png(grid, labelled_grid(images, seeds, ncols, scale))
+            write_png(grid, labelled_grid(images, captions, ncols, scale))
         except OSError as exc:
             raise GanKitError(f"cannot write {grid}: {exc.strerror or exc}; choose another --grid") from None
         result["grid"] = grid
     if out is not None:
-        result["files"] = save_samples(upscale(images, scale), seeds, out)
+        result["files"] = save_samples(upscale(images, scale), seeds, out, labels)
     return result
+
+
+def _short(generator, label) -> str:
+    """A class's name for a caption (at most 10 characters)."""
+    return generator.class_names[int(label)][:10]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -174,6 +219,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--grid", default=None, metavar="FILE.png", help="write a grid labelled with seeds")
     parser.add_argument("--out", default=None, metavar="DIR", help="write one PNG per sample, seed_000042.png")
     parser.add_argument("--cols", type=int, default=None, help="grid columns (default: square)")
+    parser.add_argument("--class", dest="klass", default=None, metavar="NAME|INDEX",
+                        help="a conditional run: samples of this class (its name or index)")
+    parser.add_argument("--per-class", type=int, default=None, metavar="K",
+                        help="a conditional run: K samples of every class, one row per class")
     parser.add_image_arguments(DEFAULT_BATCH_SIZE)
     return parser
 
@@ -183,9 +232,11 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     fastconv.configure_from_flag(args.conv_backend)
     result = sample(args.run, n=args.n, seed=args.seed, grid=args.grid, out=args.out,
-                    snapshot=args.snapshot, scale=args.scale, ncols=args.cols, batch_size=args.batch_size)
+                    snapshot=args.snapshot, scale=args.scale, ncols=args.cols, batch_size=args.batch_size,
+                    klass=args.klass, per_class=args.per_class)
     if result["grid"]:
-        print(f"wrote {result['grid']} (seeds {args.seed}..{args.seed + args.n - 1})")
+        last = args.seed + (args.per_class or args.n) - 1
+        print(f"wrote {result['grid']} (seeds {args.seed}..{last}{', one row per class' if args.per_class else ''})")
     if result["files"]:
         print(f"wrote {len(result['files'])} PNGs to {args.out}")
     return 0

@@ -18,7 +18,7 @@ from paddle_gan_kit import losses
 from paddle_gan_kit.augment import DiffAugment
 from paddle_gan_kit.errors import GanKitError
 from paddle_gan_kit.latent import draw_latents, prior_tensor
-from paddle_gan_kit.models import build_discriminator, build_generator, load_weights, state_arrays
+from paddle_gan_kit.models import build_discriminator, build_generator, classes_of, load_weights, state_arrays
 
 
 # --- optimizer state, made independent of Paddle's global parameter names --------------------
@@ -82,6 +82,7 @@ class AdversarialStep:
         self.batches_per_step = cfg.n_critic
         self.world_size = world_size
         self.augment = DiffAugment(cfg.augment)
+        self.label_pool = None  # a conditional run's training labels, int64 (N,), set by the trainer
         self.updates = 0  # generator updates so far (the EMA's ramp-up counts them)
         # weights are seeded by cfg.seed, identical on every rank
         paddle.seed(cfg.seed)
@@ -134,44 +135,64 @@ class AdversarialStep:
         """Latent batch (n, z_dim) float32 from the configured prior, on the device."""
         return prior_tensor(n, self.cfg.z_dim, self.cfg.z_dist)
 
-    def step(self, reals: list) -> dict:
-        """``n_critic`` D updates (one per batch in ``reals``), then one G update."""
+    def step(self, reals: list, labels: list | None = None) -> dict:
+        """``n_critic`` D updates (one per batch in ``reals``; none on the steps between them
+        with ``g_steps`` > 1, when ``reals`` is empty), then one G update. ``labels``: int64 (B,)
+        tensors, one per real batch, for a conditional run (its fakes take the same labels)."""
         cfg, loss = self.cfg, self.loss
+        labels = labels or [None] * len(reals)
         # with one D update per G update, the G update reuses its fakes (pytorch/examples
         # dcgan); with several, G's batch is drawn afresh (WGAN-GP, Algorithm 1)
         reuse = len(reals) == 1
-        for real in reals:
+        d_values = None
+        for real, y in zip(reals, labels):
             if reuse:
-                fake = self._g(self.noise(real.shape[0]))  # (B, C, H, W)
+                fake = self._g(self.noise(real.shape[0]), y)  # (B, C, H, W)
             else:
                 with paddle.no_grad():
-                    fake = self._g(self.noise(real.shape[0]))
-            d_real = self._d(real)  # (B,) logits or scores of the augmented images
-            d_fake = self._d(fake.detach())
+                    fake = self._g(self.noise(real.shape[0]), y)
+            d_real = self._d(real, y)  # (B,) logits or scores of the augmented images
+            d_fake = self._d(fake.detach(), y)
             loss_d = loss.d_loss(d_real, d_fake, cfg.label_smoothing)
             terms = {}
             for name, reg in self.regularisers:
                 # under float16 the penalty's inner backward is scaled like the loss, so small
                 # input gradients do not underflow; the norm is taken in float32 after unscaling
                 loss_scale = self.scalers["d"].scale(paddle.ones([])) if self.scalers else None
-                terms[name] = reg.term(self._d, real, fake, loss_scale=loss_scale)
+                critic = self._d if y is None else (lambda images, y=y: self._d(images, y))
+                terms[name] = reg.term(critic, real, fake, loss_scale=loss_scale)
                 loss_d = loss_d + getattr(cfg, reg.weight_key) * terms[name]
             self._update(self.opt_d, loss_d, "d")
-        fake = fake if reuse else self._g(self.noise(cfg.batch_size))
-        loss_g = self._generator_update(lambda: self._d(fake))
-        return self._finish(loss_g, loss_d, d_real, d_fake, terms)
+            d_values = (loss_d, d_real, d_fake, terms)
+        if reuse:
+            y_g = labels[0]
+        else:
+            y_g = self.sample_labels(cfg.batch_size)
+            fake = self._g(self.noise(cfg.batch_size), y_g)
+        loss_g = self._generator_update(lambda: self._d(fake, y_g))
+        return self._finish(loss_g, d_values)
 
-    def _finish(self, loss_g, loss_d, d_real, d_fake, terms: dict) -> dict:
+    def sample_labels(self, n: int):
+        """int64 (n,) labels for a generated batch, drawn from the training labels (so from their
+        class frequencies) with Paddle's RNG; None for an unconditional run."""
+        if self.label_pool is None:
+            return None
+        return paddle.gather(self.label_pool, paddle.randint(0, self.label_pool.shape[0], [n]))
+
+    def _finish(self, loss_g, d_values) -> dict:
         """What follows the G update (rank 0's BatchNorm statistics to every rank, the EMA), and
-        the step's scalars."""
+        the step's scalars (D's only on a step that updated D)."""
         if self.world_size > 1 and not self.cfg.sync_bn:
             self._broadcast_buffers()
         if self.generator_ema is not None:
             self._update_ema()
         self.updates += 1
-        values = {"loss_g": loss_g.detach(), self.loss.d_name: loss_d.detach()}
-        values.update({k: v.detach() for k, v in self.loss.report(d_real.detach(), d_fake.detach()).items()})
-        values.update({k: v.detach() for k, v in terms.items()})
+        values = {"loss_g": loss_g.detach()}
+        if d_values is not None:
+            loss_d, d_real, d_fake, terms = d_values
+            values[self.loss.d_name] = loss_d.detach()
+            values.update({k: v.detach() for k, v in self.loss.report(d_real.detach(), d_fake.detach()).items()})
+            values.update({k: v.detach() for k, v in terms.items()})
         return values
 
     def _autocast(self):
@@ -179,18 +200,19 @@ class AdversarialStep:
             return contextlib.nullcontext()
         return paddle.amp.auto_cast(enable=True, dtype=self.cfg.amp, level="O1")
 
-    def _d(self, images):
-        """D/critic logits or scores (B,) float32 of the augmented images; the network itself
-        runs under autocast."""
+    def _d(self, images, labels=None):
+        """D/critic logits or scores (B,) float32 of the augmented images (of their classes
+        ``labels`` for a conditional D); the network itself runs under autocast."""
         seen = self.augment(images)
         with self._autocast():
-            out = self.D(seen)
+            out = self.D(seen) if labels is None else self.D(seen, labels)
         return out if self.cfg.amp == "off" else out.astype("float32")
 
-    def _g(self, z):
-        """G(z) as float32 images (B, C, H, W); the network itself runs under autocast."""
+    def _g(self, z, labels=None):
+        """G(z) (of classes ``labels`` for a conditional G) as float32 images (B, C, H, W); the
+        network itself runs under autocast."""
         with self._autocast():
-            out = self.G(z)
+            out = self.G(z) if labels is None else self.G(z, labels)
         return out if self.cfg.amp == "off" else out.astype("float32")
 
     def _update(self, optimizer, loss, part: str) -> None:
@@ -310,29 +332,35 @@ class ProjectedStep(AdversarialStep):
         with self._autocast():
             return self.discriminator.mixed_features(self.augment(images))
 
-    def _heads(self, features: list):
+    def _heads(self, features: list, labels=None):
         """The heads' logits (B * P,) float32 (through DataParallel, which syncs their gradients)."""
         with self._autocast():
-            out = self.D(features=features)
+            out = self.D(features=features, labels=labels)
         return out if self.cfg.amp == "off" else out.astype("float32")
 
-    def step(self, reals: list) -> dict:
+    def step(self, reals: list, labels: list | None = None) -> dict:
         cfg, loss = self.cfg, self.loss
+        labels = labels or [None] * len(reals)
         reuse = len(reals) == 1
-        for real in reals:
+        d_values = None
+        for real, y in zip(reals, labels):
             if reuse:
-                fake_features = self._features(self._g(self.noise(real.shape[0])))
+                fake_features = self._features(self._g(self.noise(real.shape[0]), y))
             else:
                 with paddle.no_grad():
-                    fake_features = self._features(self._g(self.noise(real.shape[0])))
-            d_real = self._heads(self._features(real))
-            d_fake = self._heads([f.detach() for f in fake_features])
+                    fake_features = self._features(self._g(self.noise(real.shape[0]), y))
+            d_real = self._heads(self._features(real), y)
+            d_fake = self._heads([f.detach() for f in fake_features], y)
             loss_d = loss.d_loss(d_real, d_fake, cfg.label_smoothing)
             self._update(self.opt_d, loss_d, "d")
-        if not reuse:
-            fake_features = self._features(self._g(self.noise(cfg.batch_size)))
-        loss_g = self._generator_update(lambda: self._heads(fake_features))
-        return self._finish(loss_g, loss_d, d_real, d_fake, {})
+            d_values = (loss_d, d_real, d_fake, {})
+        if reuse:
+            y_g = labels[0]
+        else:
+            y_g = self.sample_labels(cfg.batch_size)
+            fake_features = self._features(self._g(self.noise(cfg.batch_size), y_g))
+        loss_g = self._generator_update(lambda: self._heads(fake_features, y_g))
+        return self._finish(loss_g, d_values)
 
 
 def build_step(cfg, world_size: int = 1) -> AdversarialStep:
@@ -365,11 +393,16 @@ def recalibrate_batchnorm(generator: paddle.nn.Layer, cfg, batch_size: int = 64,
 
     hooks = [n.register_forward_pre_hook(measure) for n in norms]
     rng = np.random.default_rng([cfg.seed, 2])
+    classes = classes_of(cfg)
     generator.train()
     try:
         with paddle.no_grad():
             for _ in range(batches):
-                generator(paddle.to_tensor(draw_latents(rng, batch_size, cfg.z_dim, cfg.z_dist)))
+                z = paddle.to_tensor(draw_latents(rng, batch_size, cfg.z_dim, cfg.z_dist))
+                if classes:  # every class alike: the statistics of the whole conditional G
+                    generator(z, paddle.to_tensor(rng.integers(0, classes, batch_size).astype(np.int64)))
+                else:
+                    generator(z)
     finally:
         for hook in hooks:
             hook.remove()

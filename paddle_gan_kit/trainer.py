@@ -5,7 +5,8 @@ config (``run.Run``), the device, the data and its batch order (``data``), the r
 (``monitor``), the nets with their optimizers and update rule (``steps.build_step``), then
 the state the loop itself carries (step, loss history, fixed sample noise, RNGs), restored from
 the newest snapshot on resume. A "step" is one generator update; ``n_critic`` D/critic updates,
-each on a fresh real batch, come first. Each step's randomness is seeded from (seed, rank, step).
+each on a fresh real batch (with its labels for a conditional run), come first, on every
+``g_steps``-th step. Each step's randomness is seeded from (seed, rank, step).
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from paddle_gan_kit import fastconv, monitor
 from paddle_gan_kit.config import MODELS, TrainConfig
 from paddle_gan_kit.data import BatchOrder, load_images, prepare_root_of, to_tensor_batch
 from paddle_gan_kit.errors import GanKitError
+from paddle_gan_kit.images import grid_columns
 from paddle_gan_kit.latent import draw_latents
 from paddle_gan_kit.metrics import Evaluator
 from paddle_gan_kit.models import count_parameters, efficientnet_lite
@@ -91,6 +93,31 @@ def backbone_of(cfg: TrainConfig, download: bool = False) -> dict | None:
     return {"name": "efficientnet_lite0", "sha256": efficientnet_lite.check_weights(path)}
 
 
+def classes_needed(cfg: TrainConfig, data) -> int | None:
+    """A conditional run's number of classes (the config's, else the data's); one line when the
+    data have no labels or more classes than the config says. None for an unconditional run."""
+    if not cfg.conditional:
+        return cfg.n_classes
+    if data.labels is None:
+        raise GanKitError("conditional=true needs labelled data, and these images have no classes: use class "
+                          "folders (python -m data_prep makes them labels), builtin:mnist, builtin:fashion_mnist or "
+                          "the built-in gems (labelled by their cut), or conditional=false")
+    found = int(np.max(data.labels)) + 1
+    wanted = cfg.n_classes or max(found, len(data.class_names or []))
+    if found > wanted:
+        raise GanKitError(f"the data have labels up to {found - 1}, more than n_classes={wanted}; raise n_classes or "
+                          "leave it unset")
+    return wanted
+
+
+def class_names_of(cfg: TrainConfig, data) -> list | None:
+    """The class names a conditional run keeps (the data's, else "0", "1", ...); None without classes."""
+    if not cfg.conditional:
+        return None
+    names = list(data.class_names or [])
+    return names + [str(i) for i in range(len(names), cfg.n_classes)]
+
+
 def check_same_backbone(found, backbone: dict | None) -> None:
     """Refuse, in one line, to resume a run on another frozen network than the one it trained with."""
     saved = found.payload.get("backbone")
@@ -105,6 +132,7 @@ class LossWindow:
 
     def __init__(self):
         self.sums: dict = {}
+        self.counts: dict = {}  # per scalar: D's appear only on the steps that update D (g_steps)
         self.count = 0
         self.images = 0
         self.started = time.perf_counter()
@@ -112,13 +140,14 @@ class LossWindow:
     def add(self, values: dict, images: int) -> None:
         for key, value in values.items():
             self.sums[key] = self.sums[key] + value if key in self.sums else value
+            self.counts[key] = self.counts.get(key, 0) + 1
         self.count += 1
         self.images += images
 
     def close(self, step: int, lr_g: float, lr_d: float) -> dict:
         """The window's history record (means, learning rates, images/s); starts a new window."""
         elapsed = time.perf_counter() - self.started
-        record = {"step": step, **{k: float(v) / self.count for k, v in self.sums.items()},
+        record = {"step": step, **{k: float(v) / self.counts[k] for k, v in self.sums.items()},
                   "lr_g": float(lr_g), "lr_d": float(lr_d),
                   "images_per_s": self.images / elapsed if elapsed > 0 else float("nan")}
         self.__init__()
@@ -167,7 +196,9 @@ class Trainer:
         paddle.set_device(self.device)
         self.data = load_images(cfg.data, cfg.size, fit=cfg.fit, gems_count=cfg.gems_count,
                                 prepare_root=prepare_root_of(self.run.dir), progress=progress and self.rank == 0)
-        self.cfg = cfg = dataclasses.replace(cfg, channels=cfg.channels or self.data.channels)
+        self.cfg = cfg = dataclasses.replace(cfg, channels=cfg.channels or self.data.channels,
+                                             n_classes=classes_needed(cfg, self.data))
+        self.class_names = class_names_of(cfg, self.data)
         self.order = BatchOrder(len(self.data), cfg.batch_size, cfg.seed, self.rank, self.world_size)
         # after the data: a run refused for its data never waits for a build
         convolutions = fastconv.configure(cfg.conv_backend, self.device,
@@ -182,6 +213,8 @@ class Trainer:
         for line in filter(None, [notice, convolutions, *skipped]):
             self.reporter.info(line)
         self.objective = build_step(cfg, self.world_size)
+        if cfg.conditional:
+            self.objective.label_pool = paddle.to_tensor(np.asarray(self.data.labels, np.int64))
         self.fixed_noise = draw_latents(np.random.default_rng([cfg.seed, 1]), cfg.n_samples, cfg.z_dim, cfg.z_dist)
         self.step, self.history, self.setting_changes = 0, [], []
         self.window = LossWindow()
@@ -203,14 +236,24 @@ class Trainer:
                          seed=cfg.seed)
 
     def real_batch(self):
-        """Next real batch, float32 (B, C, H, W) in [-1, 1], on the device."""
-        return to_tensor_batch(self.data.images[self.order.next_indices()], self.cfg.channels)
+        """Next real batch, float32 (B, C, H, W) in [-1, 1], and its int64 (B,) labels for a
+        conditional run (else None), on the device."""
+        indices = self.order.next_indices()
+        labels = paddle.to_tensor(np.asarray(self.data.labels[indices], np.int64)) if self.cfg.conditional else None
+        return to_tensor_batch(self.data.images[indices], self.cfg.channels), labels
+
+    def trains_d(self) -> bool:
+        """Whether this step updates D: every ``g_steps``-th step does (all of them by default)."""
+        return self.step % self.cfg.g_steps == 0
 
     def train_step(self) -> dict:
-        """One generator update on fresh real batches; the step's scalars as device tensors. Its
-        random draws come from (seed, rank, step) alone (``rng.seed_step``)."""
+        """One generator update, after D's updates on fresh real batches when this step has them;
+        the step's scalars as device tensors. Its random draws come from (seed, rank, step) alone
+        (``rng.seed_step``)."""
         seed_step(self.cfg.seed, self.rank, self.step)
-        return self.objective.step([self.real_batch() for _ in range(self.objective.batches_per_step)])
+        batches = [self.real_batch() for _ in range(self.objective.batches_per_step if self.trains_d() else 0)]
+        reals = [images for images, _ in batches]
+        return self.objective.step(reals, [y for _, y in batches] if self.cfg.conditional else None)
 
     # ---- the loop ------------------------------------------------------------------------------
     def fit(self) -> str:
@@ -226,10 +269,10 @@ class Trainer:
             reporter.start(self.step, cfg.steps, self._header())
             if self.step == 0:
                 self.write_samples()
-            images_per_step = cfg.batch_size * cfg.n_critic * self.world_size
             with stop_signals() as caught:
                 while self.step < cfg.steps:
-                    self.window.add(self.train_step(), images_per_step)
+                    images = cfg.batch_size * cfg.n_critic * self.world_size if self.trains_d() else 0
+                    self.window.add(self.train_step(), images)
                     self.step += 1
                     reporter.advance(self.step)
                     if self.step % cfg.log_every == 0 or self.step == cfg.steps:
@@ -300,9 +343,17 @@ class Trainer:
                      "or lower keep_snapshots")
         return note
 
+    def fixed_labels(self) -> np.ndarray | None:
+        """A conditional run's sample-grid classes: one class per row of the grid, in turn."""
+        if not self.cfg.conditional:
+            return None
+        columns = grid_columns(len(self.fixed_noise))
+        return (np.arange(len(self.fixed_noise)) // columns % self.cfg.n_classes).astype(np.int64)
+
     def write_samples(self) -> None:
         """The sample grid of the current step (and losses.png), from the sampling generator."""
-        self.reporter.samples(self.step, self.objective.sampling_generator, self.fixed_noise, self.history)
+        self.reporter.samples(self.step, self.objective.sampling_generator, self.fixed_noise, self.history,
+                              self.fixed_labels())
 
     # ---- snapshots -------------------------------------------------------------------------------
     def payload(self) -> dict:
@@ -320,6 +371,7 @@ class Trainer:
             "conv_backend": fastconv.backend(),
             "paddle_version": paddle.__version__,
             "backbone": self.backbone,
+            "class_names": self.class_names,
         }
 
     def save_snapshot(self) -> str | None:

@@ -206,8 +206,8 @@ def test_divergence_after_a_snapshot_names_it_and_resume_with_lower_rates_contin
     trainer = Trainer(tiny_config(out, "dcgan", tiny_npy, steps=8, snapshot_every=2, log_every=100), progress=False)
     step = trainer.objective.step
 
-    def poisoned(reals):
-        values = step(reals)
+    def poisoned(reals, labels=None):
+        values = step(reals, labels)
         if trainer.step == 2:  # the update that makes step 3 blows up
             weight = trainer.objective.discriminator.parameters()[0]
             weight.set_value(np.full(weight.shape, np.nan, np.float32))

@@ -103,6 +103,7 @@ class Evaluator:
             n_real = min(self.n, real_images.shape[0])
             subset = np.sort(np.random.default_rng([self.seed, 1]).permutation(real_images.shape[0])[:n_real])
             real = np.asarray(real_images[subset])
+            self._real_labels = None if labels is None else np.asarray(labels)[subset].astype(np.int64)
             self._real_shape = real.shape
             self._real_feats = self.extractor(real)
             self._real_stats = feature_stats(self._real_feats)
@@ -110,6 +111,20 @@ class Evaluator:
                                  if "kid" in self.metrics and n_real <= FULL_KERNEL_MAX else None)
             self._real_radii = manifold_radii(self._real_feats) if "pr" in self.metrics else None
         self.n_real = int(n_real)
+
+    def _per_class(self, feats: np.ndarray, fake_labels: np.ndarray, fake: np.ndarray) -> dict:
+        """intra_fid (and class_agreement with the classifier) of features of images generated as
+        ``fake_labels``; classes with fewer than 2 images on either side are left out."""
+        distances = []
+        for c in np.unique(fake_labels):
+            real_c, fake_c = self._real_feats[self._real_labels == c], feats[fake_labels == c]
+            if len(real_c) >= 2 and len(fake_c) >= 2:
+                distances.append(frechet_distance_from_stats(*feature_stats(real_c), *feature_stats(fake_c)))
+        out = {"intra_fid": float(np.mean(distances)), "intra_classes": len(distances),
+               "intra_n": int(round(len(fake_labels) / max(len(distances), 1)))}
+        if self.extractor_name == "classifier":
+            out["class_agreement"] = float(np.mean(self.extractor.predict(fake) == fake_labels))
+        return out
 
     def describe(self) -> str:
         """One line: extractor (and what fixes it), resizer, n_real, n_fake."""
@@ -128,22 +143,37 @@ class Evaluator:
         """The evaluation latents (n, z_dim) float32: the same for every call with the same prior."""
         return draw_latents(np.random.default_rng(self.seed), self.n, z_dim, z_dist)
 
-    def generate(self, generator, z_dim: int, z_dist: str) -> np.ndarray:
-        """n images uint8 (n, H, W, C) from ``generator`` in eval mode; its mode is restored."""
-        images = generate_images(generator, self.latents(z_dim, z_dist), self.batch_size)
+    def fake_labels(self) -> np.ndarray:
+        """The classes a conditional generator is asked for: the real subset's labels, repeated
+        to n, so the generated set has the real set's class frequencies."""
+        if self._real_labels is None:
+            raise MetricsError("a conditional generator is scored against labelled real images, and these have no "
+                               "labels; use the run's own (labelled) data with --real")
+        return np.resize(self._real_labels, self.n)
+
+    def generate(self, generator, z_dim: int, z_dist: str, conditional: bool = False) -> np.ndarray:
+        """n images uint8 (n, H, W, C) from ``generator`` in eval mode (of ``fake_labels`` when
+        ``conditional``); its mode is restored."""
+        labels = self.fake_labels() if conditional else None
+        images = generate_images(generator, self.latents(z_dim, z_dist), self.batch_size, labels)
         return match_channels(images, self.channels)
 
-    def __call__(self, generator, z_dim: int, z_dist: str) -> dict:
-        """Score ``generator`` (see :meth:`score`)."""
+    def __call__(self, generator, z_dim: int, z_dist: str, conditional: bool = False) -> dict:
+        """Score ``generator`` (see :meth:`score`); a ``conditional`` one per class as well."""
         with global_rngs_untouched():
-            return self.score(self.generate(generator, z_dim, z_dist))
+            fake = self.generate(generator, z_dim, z_dist, conditional)
+            return self.score(fake, self.fake_labels() if conditional else None)
 
-    def score(self, fake: np.ndarray) -> dict:
+    def score(self, fake: np.ndarray, fake_labels=None) -> dict:
         """Score generated images uint8 (M, H, W, C): fid, kid_mean, kid_std, coverage_classes,
-        coverage_evenness, precision, recall as asked, plus n_real, n_fake, extractor and resizer."""
+        coverage_evenness, precision, recall as asked, plus n_real, n_fake, extractor and resizer.
+        With ``fake_labels`` (the classes they were generated as): also intra_fid, the Fréchet
+        distance within each class averaged over the classes (as the cGAN literature reports it;
+        intra_n: the generated images per class), and with the classifier class_agreement, the
+        share of images it names as their requested class."""
         fake = match_channels(np.asarray(fake), self.channels)
         result = {}
-        if {"fid", "kid", "pr"} & set(self.metrics):
+        if {"fid", "kid", "pr"} & set(self.metrics) or fake_labels is not None:
             feats = self.extractor(fake)
             if "fid" in self.metrics:
                 result["fid"] = float(frechet_distance_from_stats(*self._real_stats, *feature_stats(feats)))
@@ -153,6 +183,8 @@ class Evaluator:
             if "pr" in self.metrics:
                 result["precision"], result["recall"] = precision_recall(self._real_feats, feats,
                                                                          real_radii=self._real_radii)
+        if fake_labels is not None:
+            result.update(self._per_class(feats, np.asarray(fake_labels), fake))
         if "coverage" in self.metrics:
             coverage = class_coverage(self.extractor.predict(fake), self.extractor.n_classes)
             result["coverage_classes"] = float(coverage["classes_present"])

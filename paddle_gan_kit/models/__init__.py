@@ -12,10 +12,18 @@ from paddle_gan_kit.models.projected import ProjectedDiscriminator
 from paddle_gan_kit.models.resnet import ResNetDiscriminator, ResNetGenerator
 
 
+def classes_of(cfg) -> int:
+    """The number of classes the nets condition on: 0 for an unconditional run."""
+    return int(cfg.n_classes) if cfg.conditional else 0
+
+
 def build_generator(cfg):
-    """The generator for ``cfg`` (architecture, size, channels, z_dim, widths, upsampling), initialised."""
-    kind = ResNetGenerator if cfg.g_arch == "resnet" else Generator
-    return init_weights(kind(cfg.size, cfg.channels, cfg.z_dim, cfg.g_channels, cfg.max_channels, cfg.g_upsample))
+    """The generator for ``cfg`` (architecture, size, channels, z_dim, widths, upsampling, classes), initialised."""
+    if cfg.g_arch == "resnet":
+        return init_weights(ResNetGenerator(cfg.size, cfg.channels, cfg.z_dim, cfg.g_channels, cfg.max_channels,
+                                            cfg.g_upsample))
+    return init_weights(Generator(cfg.size, cfg.channels, cfg.z_dim, cfg.g_channels, cfg.max_channels, cfg.g_upsample,
+                                  classes_of(cfg)))
 
 
 def build_discriminator(cfg):
@@ -27,11 +35,13 @@ def build_discriminator(cfg):
         features = efficientnet_lite.load_features(efficientnet_lite.weights_path(cfg.backbone_weights),
                                                    cfg.backbone_levels)
         discriminator = ProjectedDiscriminator(features, cfg.size, cfg.channels, cfg.backbone_size, cfg.d_channels,
-                                               cfg.max_channels, cfg.d_norm)
+                                               cfg.max_channels, cfg.d_norm, classes_of(cfg))
         init_weights(discriminator.heads)  # the random projections keep their own draws
         return discriminator
-    kind = ResNetDiscriminator if cfg.d_arch == "resnet" else Discriminator
-    return init_weights(kind(cfg.size, cfg.channels, cfg.d_channels, cfg.max_channels, cfg.d_norm))
+    if cfg.d_arch == "resnet":
+        return init_weights(ResNetDiscriminator(cfg.size, cfg.channels, cfg.d_channels, cfg.max_channels, cfg.d_norm))
+    return init_weights(Discriminator(cfg.size, cfg.channels, cfg.d_channels, cfg.max_channels, cfg.d_norm,
+                                      classes_of(cfg)))
 
 
 def state_arrays(model) -> dict:
@@ -55,4 +65,4 @@ def load_weights(model, state: dict, origin: str) -> None:
 
 __all__ = ["Discriminator", "Generator", "ProjectedDiscriminator", "ResNetDiscriminator", "ResNetGenerator",
            "build_discriminator",
-           "build_generator", "count_parameters", "init_weights", "load_weights", "state_arrays"]
+           "build_generator", "classes_of", "count_parameters", "init_weights", "load_weights", "state_arrays"]

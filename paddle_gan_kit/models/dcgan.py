@@ -29,32 +29,72 @@ def upsample_conv(c_in: int, c_out: int, upsample: str, bias: bool) -> list:
     return [UpsampleConv2D(c_in, c_out, bias_attr=bias_attr)]  # (N, c_out, 2h, 2w)
 
 
+CLASS_EMBEDDING = 128  # width of a conditional G's one class embedding (BigGAN's shared embedding)
+
+
+class ClassConditionalBatchNorm2D(nn.Layer):
+    """BatchNorm whose scale and shift come from the class: x_hat * (1 + gain(e)) + shift(e), with
+    e (N, E) the class embedding and gain, shift linear maps of it (conditional BatchNorm, de Vries
+    et al. 2017, as BigGAN derives every layer's from one shared embedding). Both maps start near
+    zero (DCGAN's initialisation), so a new G is the unconditional one. (N, C, H, W) -> the same."""
+
+    def __init__(self, channels: int, embedding: int = CLASS_EMBEDDING):
+        super().__init__()
+        self.norm = nn.BatchNorm2D(channels, weight_attr=False, bias_attr=False)
+        self.gain, self.shift = nn.Linear(embedding, channels), nn.Linear(embedding, channels)
+
+    def forward(self, x, e):
+        c, h, w = x.shape[1], x.shape[2], x.shape[3]
+        # through a (N, C, H*W) view: Paddle's CPU kernels broadcast along a trailing axis fast
+        # and a (N, C, 1, 1) operand slowly; batch "0" is the input's, so an export keeps it dynamic
+        flat = self.norm(x).reshape([0, c, h * w])
+        out = flat * (1.0 + self.gain(e)).reshape([0, c, 1]) + self.shift(e).reshape([0, c, 1])
+        return out.reshape([0, c, h, w])
+
+
 class Generator(nn.Layer):
     """z (N, z_dim) float32 -> images (N, C, size, size) float32 in [-1, 1] (tanh).
 
     z as a 1x1 map is projected to the s0 x s0 bottleneck by one transposed conv, then every
     stage doubles the side: ``upsample`` "transposed" (DCGAN's strided transposed convs) or
     "nearest" (upsample, then a 3x3 conv), each followed by BatchNorm and ReLU but the last.
+    With ``n_classes`` the BatchNorms are class-conditional (``ClassConditionalBatchNorm2D``)
+    and ``forward(z, labels)`` takes int64 (N,) labels, or ``embedding`` (N, E) in their place
+    (a walk between classes interpolates those: ``class_embedding``).
     """
 
     def __init__(self, size: int = 64, channels: int = 3, z_dim: int = 100,
-                 base_channels: int = 64, max_channels: int = 512, upsample: str = "transposed"):
+                 base_channels: int = 64, max_channels: int = 512, upsample: str = "transposed",
+                 n_classes: int = 0):
         super().__init__()
         s0, k = parse_size(size)
-        self.size, self.channels, self.z_dim = size, channels, z_dim
+        self.size, self.channels, self.z_dim, self.n_classes = size, channels, z_dim, n_classes
         widths = stage_channels(k, base_channels, max_channels)[::-1]  # bottleneck first
+        norm = ClassConditionalBatchNorm2D if n_classes else BatchNorm2D
         layers = [Conv2DTranspose(z_dim, widths[0], s0, 1, 0, bias_attr=False),  # (N, w0, s0, s0)
-                  BatchNorm2D(widths[0]), ReLU()]
+                  norm(widths[0]), ReLU()]
         for c_in, c_out in zip(widths[:-1], widths[1:]):
             layers += [*upsample_conv(c_in, c_out, upsample, bias=False),  # (N, c_out, 2h, 2w)
-                       BatchNorm2D(c_out), ReLU()]
+                       norm(c_out), ReLU()]
         layers += [*upsample_conv(widths[-1], channels, upsample, bias=True),  # (N, C, size, size)
                    nn.Tanh()]
         self.net = nn.Sequential(*layers)
+        # unit-scale class vectors (BigGAN's shared embedding), read through the BatchNorms' small maps
+        self.embed = nn.Embedding(n_classes, CLASS_EMBEDDING, weight_attr=nn.initializer.Normal(0.0, 1.0)) \
+            if n_classes else None
 
-    def forward(self, z):
+    def class_embedding(self, labels):
+        """int64 (N,) labels -> their embeddings (N, E), what the conditional BatchNorms read."""
+        return self.embed(labels)
+
+    def forward(self, z, labels=None, embedding=None):
         x = z.reshape([z.shape[0], self.z_dim, 1, 1])  # (N, z_dim, 1, 1)
-        return run_layers(self.net, x)  # (N, C, size, size)
+        if self.embed is None:
+            return run_layers(self.net, x)  # (N, C, size, size)
+        e = self.class_embedding(labels) if embedding is None else embedding  # (N, E)
+        for layer in self.net:
+            x = layer(x, e) if isinstance(layer, ClassConditionalBatchNorm2D) else layer(x)
+        return x  # (N, C, size, size)
 
 
 def norm_layer(kind: str, channels: int) -> nn.Layer:
@@ -78,11 +118,13 @@ class Discriminator(nn.Layer):
     the WGAN-GP critic uses ``"layer"``, ``"instance"`` or ``"none"``: the gradient penalty
     is per sample, and batch norm would mix samples (Gulrajani et al. 2017, section 4).
     ``"spectral"`` divides every conv's weight by its spectral norm instead (SNGAN, Miyato et
-    al. 2018), with no normalisation layer.
+    al. 2018), with no normalisation layer. With ``n_classes``, ``forward(x, labels)`` adds the
+    projection term <embed(y), phi(x)> (Miyato & Koyama 2018), phi(x) the last feature map summed
+    over its positions.
     """
 
     def __init__(self, size: int = 64, channels: int = 3, base_channels: int = 64,
-                 max_channels: int = 512, norm: str = "batch"):
+                 max_channels: int = 512, norm: str = "batch", n_classes: int = 0):
         super().__init__()
         s0, k = parse_size(size)
         self.size, self.channels = size, channels
@@ -97,6 +139,21 @@ class Discriminator(nn.Layer):
                        LeakyReLU(0.2)]
         layers.append(conv(widths[-1], 1, s0, 1, 0))  # (N, 1, 1, 1)
         self.net = nn.Sequential(*layers)
+        # the projection starts small beside the unconditional logit, as DCGAN's weights do
+        self.embed = nn.Embedding(n_classes, widths[-1], weight_attr=nn.initializer.Normal(0.0, 0.02)) \
+            if n_classes else None
 
-    def forward(self, x):
-        return self.net(x).reshape([-1])  # (N,)
+    def forward(self, x, labels=None):
+        if self.embed is None:
+            return self.net(x).reshape([-1])  # (N,)
+        layers = list(self.net)
+        features = x
+        for layer in layers[:-1]:
+            features = layer(features)  # ... (N, w, s0, s0)
+        logits = layers[-1](features).reshape([-1])  # (N,)
+        return logits + projection(self.embed(labels), features.sum(axis=[2, 3]))
+
+
+def projection(embedding, features):
+    """Miyato & Koyama's projection term: <embedding, features> per sample, (N, E) x (N, E) -> (N,)."""
+    return (embedding * features).sum(axis=1)

@@ -105,20 +105,36 @@ class FeatureProjection(nn.Layer):
         return out
 
 
-class PatchHead(nn.Sequential):
-    """One level's discriminator: (N, c_in, side, side) -> logits (N, 1, p, p). Strided 4x4
+CLASS_MAP = 64  # a conditional head's per-patch class projection width (Projected GAN's cmap_dim)
+
+
+class PatchHead(nn.Layer):
+    """One level's discriminator: (N, c_in, side, side) -> logits (N, p * p). Strided 4x4
     spectral-norm convs with ``norm`` and LeakyReLU(0.2) halve the side down to 8 (widths from
     ``width``, doubling, capped at ``max_channels``), then a 4x4 conv (the side itself below 4)
-    gives one logit per patch: 5x5 patches from 8x8, one from 4x4 or smaller."""
+    gives one logit per patch: 5x5 patches from 8x8, one from 4x4 or smaller. With
+    ``n_classes`` that conv gives ``CLASS_MAP`` channels per patch instead, projected on the
+    class's embedding (Projected GAN's conditional heads, a projection D per patch)."""
 
-    def __init__(self, c_in: int, side: int, width: int, max_channels: int, norm: str):
+    def __init__(self, c_in: int, side: int, width: int, max_channels: int, norm: str, n_classes: int = 0):
+        super().__init__()
         layers = []
         while side > 8:
             layers += [SpectralConv2D(c_in, width, 4, 2, 1, bias_attr=False if norm != "spectral" else None),
                        norm_layer(norm, width), LeakyReLU(0.2)]  # (N, width, side / 2, side / 2)
             c_in, side, width = width, side // 2, min(width * 2, max_channels)
-        layers.append(SpectralConv2D(c_in, 1, min(4, side), 1, 0))  # (N, 1, p, p)
-        super().__init__(*layers)
+        layers.append(SpectralConv2D(c_in, CLASS_MAP if n_classes else 1, min(4, side), 1, 0))  # (N, 1 or M, p, p)
+        self.main = nn.Sequential(*layers)
+        unit = nn.initializer.Normal(0.0, 1.0)
+        self.embed = nn.Embedding(n_classes, CLASS_MAP, weight_attr=unit) if n_classes else None
+
+    def forward(self, x, labels=None):
+        out = self.main(x)  # (N, 1 or M, p, p)
+        n = x.shape[0]
+        if self.embed is None:
+            return out.reshape([n, -1])
+        e = self.embed(labels).reshape([n, CLASS_MAP, 1, 1]).expand(out.shape)
+        return (out * e).sum(axis=1).reshape([n, -1]) * (1.0 / math.sqrt(CLASS_MAP))
 
 
 class ProjectedDiscriminator(nn.Layer):
@@ -131,7 +147,7 @@ class ProjectedDiscriminator(nn.Layer):
     """
 
     def __init__(self, features: EfficientNetLite0Features, size: int, channels: int, backbone_size: int,
-                 width: int = 64, max_channels: int = 512, norm: str = "batch"):
+                 width: int = 64, max_channels: int = 512, norm: str = "batch", n_classes: int = 0):
         super().__init__()
         self.size, self.channels, self.backbone_size = size, channels, backbone_size
         self._frozen = [features]  # a list, so not a sublayer: see the module's docstring
@@ -139,7 +155,7 @@ class ProjectedDiscriminator(nn.Layer):
         self.project = FeatureProjection(TAP_CHANNELS[:levels])
         grow = 2 if levels > 1 else 1  # the pyramid doubles every side
         sides = [backbone_size // stride * grow for stride in TAP_STRIDES[:levels]]
-        self.heads = nn.LayerList([PatchHead(c, side, width, max_channels, norm)
+        self.heads = nn.LayerList([PatchHead(c, side, width, max_channels, norm, n_classes)
                                    for c, side in zip(self.project.out_channels, sides)])
 
     @property
@@ -161,9 +177,9 @@ class ProjectedDiscriminator(nn.Layer):
                 return self.project(self.backbone(self.backbone_input(x)))
         return self.project(self.backbone(self.backbone_input(x)))
 
-    def forward(self, x=None, features=None):
-        """Logits (N * P,) of images ``x``, or of their ``mixed_features`` when given instead."""
+    def forward(self, x=None, labels=None, features=None):
+        """Logits (N * P,) of images ``x``, or of their ``mixed_features`` when given instead;
+        ``labels`` int64 (N,) for a conditional D."""
         features = self.mixed_features(x) if features is None else features
-        n = features[0].shape[0]
-        logits = [head(f).reshape([n, -1]) for head, f in zip(self.heads, features)]  # (N, p_i^2)
+        logits = [head(f, labels) for head, f in zip(self.heads, features)]  # (N, p_i^2) each
         return paddle.concat(logits, axis=1).reshape([-1])  # (N * P,)
