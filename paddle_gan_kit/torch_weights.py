@@ -10,6 +10,7 @@ refuses every other one with one line. Storages are read as raw little-endian ar
 from __future__ import annotations
 
 import io
+import os
 import pickle
 import struct
 import zipfile
@@ -182,3 +183,20 @@ def read_state_dict(path: str) -> dict:
     if not isinstance(loaded, dict) or not all(isinstance(v, np.ndarray) for v in loaded.values()):
         raise GanKitError(f"{path} holds no state dict of tensors; use the published weights file")
     return loaded
+
+
+def checked_weights(path, what: str, name: str, sha256: str | None, fix: str, error=GanKitError,
+                    owner: str | None = None) -> str:
+    """The sha256 of ``path`` when it is ``owner``'s published ``name``, the weights of ``what``
+    (any file when ``sha256`` is None); else one line (``error``) saying what is wrong and ``fix``."""
+    from safe_files import sha256_of
+
+    if not path:
+        raise error(f"no {what} weights given; {fix}")
+    if not os.path.isfile(path):
+        raise error(f"{what} weights file not found: {path}; {fix}")
+    sha = sha256_of(path)
+    if sha256 is not None and sha != sha256:
+        raise error(f"{path} has sha256 {sha[:16]}..., not {owner or what}'s {name} ({sha256[:16]}...); refusing it: "
+                    f"{fix}")
+    return sha

@@ -10,6 +10,7 @@ from paddle_gan_kit.errors import GanKitError
 from paddle_gan_kit.metrics import mobilenet
 from paddle_gan_kit.metrics.resize import resize_images
 from paddle_gan_kit.torch_weights import read_state_dict
+from safe_files import sha256_of
 from conftest import write_torch_state_dict
 
 
@@ -70,7 +71,7 @@ def test_mobilenet_features_from_a_torchvision_layout_file(tmp_path, monkeypatch
     write_torch_state_dict(path, torchvision_layout(reference), zip_format=False)
     with pytest.raises(GanKitError, match="not torchvision's mobilenet_v2-b0353104.pth"):
         mobilenet.MobileNetFeatures(weights=str(path))  # the hash is checked first
-    monkeypatch.setattr(mobilenet, "WEIGHTS_SHA256", mobilenet.sha256_of(str(path)))
+    monkeypatch.setattr(mobilenet, "WEIGHTS_SHA256", sha256_of(str(path)))
     extractor = mobilenet.MobileNetFeatures(weights=str(path), batch_size=4)
     images = np.random.default_rng(0).integers(0, 256, (5, 24, 24, 3), dtype=np.uint8)
     feats = extractor(images)

@@ -20,8 +20,7 @@ import os
 
 import numpy as np
 
-from paddle_gan_kit.torch_weights import read_state_dict
-from safe_files import sha256_of
+from paddle_gan_kit.torch_weights import checked_weights, read_state_dict
 
 from .errors import MetricsError
 from .pretrained import PretrainedFeatures, download_checked, weights_path
@@ -50,14 +49,7 @@ def load_mobilenet(weights=None, download=False):
     from paddle.vision.models import mobilenet_v2
 
     path = weights_path(weights, WEIGHTS_ENV, WEIGHTS_NAME) or (download_weights() if download else None)
-    if not path:
-        raise MetricsError(f"no MobileNetV2 weights given; {_FIX}")
-    if not os.path.isfile(path):
-        raise MetricsError(f"MobileNetV2 weights file not found: {path}; {_FIX}")
-    sha = sha256_of(path)
-    if sha != WEIGHTS_SHA256:
-        raise MetricsError(f"{path} has sha256 {sha[:16]}..., not torchvision's {WEIGHTS_NAME} "
-                           f"({WEIGHTS_SHA256[:16]}...); refusing it")
+    sha = checked_weights(path, "MobileNetV2", WEIGHTS_NAME, WEIGHTS_SHA256, _FIX, MetricsError, owner="torchvision")
     state = read_state_dict(path)
     net = mobilenet_v2(pretrained=False, num_classes=0, with_pool=True)
     own = net.state_dict()

@@ -227,17 +227,11 @@ def weights_path(given: str | None = None) -> str | None:
 def check_weights(path: str | None) -> str:
     """``path``'s sha256 when it is EfficientNet-Lite0's weights file; else a one-line ``GanKitError``
     naming the command that fixes it."""
-    from safe_files import sha256_of
+    from paddle_gan_kit.torch_weights import checked_weights
 
     if not path:
         raise GanKitError(f"the projected discriminator needs EfficientNet-Lite0's ImageNet weights: {fix_hint()}")
-    if not os.path.isfile(path):
-        raise GanKitError(f"EfficientNet-Lite0 weights file not found: {path}; {fix_hint()}")
-    sha = sha256_of(path)
-    if sha != WEIGHTS_SHA256:
-        raise GanKitError(f"{path} has sha256 {sha[:16]}..., not EfficientNet-Lite0's {WEIGHTS_NAME} "
-                          f"({WEIGHTS_SHA256[:16]}...); refusing it: {fix_hint()}")
-    return sha
+    return checked_weights(path, "EfficientNet-Lite0", WEIGHTS_NAME, WEIGHTS_SHA256, fix_hint())
 
 
 def download_weights() -> str:
