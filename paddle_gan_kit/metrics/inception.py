@@ -17,8 +17,7 @@ import paddle
 from paddle import nn
 
 from paddle_gan_kit import safe_pickle
-from paddle_gan_kit.torch_weights import is_torch_file, read_state_dict
-from safe_files import sha256_of
+from paddle_gan_kit.torch_weights import checked_weights, is_torch_file, read_state_dict
 
 from .errors import MetricsError
 from .pretrained import PretrainedFeatures, download_checked, weights_path
@@ -259,13 +258,7 @@ def load_inception(weights=None, expected_sha256=None, download=False):
     path = weights_path(weights, WEIGHTS_ENV, os.path.basename(FID_WEIGHTS_URL))
     if not path and download:
         path = download_weights()
-    if not path:
-        raise MetricsError(f"no Inception weights given; {_MISSING_WEIGHTS_FIX}")
-    if not os.path.isfile(path):
-        raise MetricsError(f"Inception weights file not found: {path}; {_MISSING_WEIGHTS_FIX}")
-    sha = sha256_of(path)
-    if expected is not None and sha != expected:
-        raise MetricsError(f"Inception weights {path} have sha256 {sha}, expected {expected}; refusing them")
+    sha = checked_weights(path, "Inception", "weights file", expected, _MISSING_WEIGHTS_FIX, MetricsError)
     state = read_weights(path)
 
     net = FIDInceptionV3()
