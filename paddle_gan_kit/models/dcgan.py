@@ -7,6 +7,7 @@ nets with 512 instead of 1024 at the bottleneck (pytorch/examples dcgan uses the
 """
 from __future__ import annotations
 
+import paddle
 from paddle import nn
 
 from paddle_gan_kit.config import parse_size
@@ -40,7 +41,11 @@ class ClassConditionalBatchNorm2D(nn.Layer):
 
     def __init__(self, channels: int, embedding: int = CLASS_EMBEDDING):
         super().__init__()
-        self.norm = nn.BatchNorm2D(channels, weight_attr=False, bias_attr=False)
+        # a fixed scale of 1 and shift of 0 (never trained) rather than none: paddle2onnx 1.x, the
+        # ONNX converter of Paddle 2.6, aborts on a batch_norm without them
+        fixed = dict(learning_rate=0.0, trainable=False)
+        self.norm = nn.BatchNorm2D(channels, weight_attr=paddle.ParamAttr(initializer=nn.initializer.Constant(1.0), **fixed),
+                                   bias_attr=paddle.ParamAttr(initializer=nn.initializer.Constant(0.0), **fixed))
         self.gain, self.shift = nn.Linear(embedding, channels), nn.Linear(embedding, channels)
 
     def forward(self, x, e):
