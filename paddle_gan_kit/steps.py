@@ -147,12 +147,12 @@ class AdversarialStep:
         d_values = None
         for real, y in zip(reals, labels):
             if reuse:
-                fake = self._g(self.noise(real.shape[0]), y)  # (B, C, H, W)
+                fake = self._view(self._g(self.noise(real.shape[0]), y))  # (B, C, H, W)
             else:
                 with paddle.no_grad():
-                    fake = self._g(self.noise(real.shape[0]), y)
-            d_real = self._d(real, y)  # (B,) logits or scores of the augmented images
-            d_fake = self._d(fake.detach(), y)
+                    fake = self._view(self._g(self.noise(real.shape[0]), y))
+            d_real = self._score(self._view(real), y)  # (B,) logits or scores of the augmented images
+            d_fake = self._score(self._detached(fake), y)
             loss_d = loss.d_loss(d_real, d_fake, cfg.label_smoothing)
             terms = {}
             for name, reg in self.regularisers:
@@ -168,9 +168,19 @@ class AdversarialStep:
             y_g = labels[0]
         else:
             y_g = self.sample_labels(cfg.batch_size)
-            fake = self._g(self.noise(cfg.batch_size), y_g)
-        loss_g = self._generator_update(lambda: self._d(fake, y_g))
+            fake = self._view(self._g(self.noise(cfg.batch_size), y_g))
+        loss_g = self._generator_update(lambda: self._score(fake, y_g))
         return self._finish(loss_g, d_values)
+
+    # what D scores: the images themselves here, the frozen network's features in ProjectedStep
+    def _view(self, images):
+        return images
+
+    def _detached(self, view):
+        return view.detach()
+
+    def _score(self, view, labels=None):
+        return self._d(view, labels)
 
     def sample_labels(self, n: int):
         """int64 (n,) labels for a generated batch, drawn from the training labels (so from their
@@ -326,41 +336,20 @@ class ProjectedStep(AdversarialStep):
     same augmented fakes, as in the DCGAN step's reused batch). That saves one pass of the frozen
     network, a quarter of the step. Penalties on D are refused by the config."""
 
-    def _features(self, images) -> list:
+    def _view(self, images) -> list:
         """The frozen network's mixed features of the augmented images, with a graph only when
         the images carry one."""
         with self._autocast():
             return self.discriminator.mixed_features(self.augment(images))
 
-    def _heads(self, features: list, labels=None):
+    def _detached(self, view: list) -> list:
+        return [f.detach() for f in view]
+
+    def _score(self, features: list, labels=None):
         """The heads' logits (B * P,) float32 (through DataParallel, which syncs their gradients)."""
         with self._autocast():
             out = self.D(features=features, labels=labels)
         return out if self.cfg.amp == "off" else out.astype("float32")
-
-    def step(self, reals: list, labels: list | None = None) -> dict:
-        cfg, loss = self.cfg, self.loss
-        labels = labels or [None] * len(reals)
-        reuse = len(reals) == 1
-        d_values = None
-        for real, y in zip(reals, labels):
-            if reuse:
-                fake_features = self._features(self._g(self.noise(real.shape[0]), y))
-            else:
-                with paddle.no_grad():
-                    fake_features = self._features(self._g(self.noise(real.shape[0]), y))
-            d_real = self._heads(self._features(real), y)
-            d_fake = self._heads([f.detach() for f in fake_features], y)
-            loss_d = loss.d_loss(d_real, d_fake, cfg.label_smoothing)
-            self._update(self.opt_d, loss_d, "d")
-            d_values = (loss_d, d_real, d_fake, {})
-        if reuse:
-            y_g = labels[0]
-        else:
-            y_g = self.sample_labels(cfg.batch_size)
-            fake_features = self._features(self._g(self.noise(cfg.batch_size), y_g))
-        loss_g = self._generator_update(lambda: self._heads(fake_features, y_g))
-        return self._finish(loss_g, d_values)
 
 
 def build_step(cfg, world_size: int = 1) -> AdversarialStep:
