@@ -61,6 +61,11 @@ class TrainConfig:
     # 2017, from one class embedding as BigGAN's), a projection head in D (Miyato & Koyama 2018)
     conditional: bool = False
     n_classes: typing.Optional[int] = None  # classes of a conditional run; None: from the data's labels
+    # transitional training (Shahbazi et al. 2022, "Collapse by conditioning"): the class enters
+    # G's embedding and D's projection with a weight rising from 0 at step condition_fade_start
+    # to 1 at condition_fade_end, so G first learns the unconditional set; 0 and 0: from step 1
+    condition_fade_start: int = 0
+    condition_fade_end: int = 0
     g_channels: int = 64  # generator width at the last upsampling stage (DCGAN's ngf)
     d_channels: int = 64  # discriminator/critic width at its first conv (DCGAN's ndf)
     max_channels: int = 512  # cap on the widest stage (the DCGAN paper's 1024 is 16x the cost)
@@ -317,6 +322,13 @@ def validate(cfg: TrainConfig) -> None:
     if cfg.conditional and "resnet" in (cfg.g_arch, cfg.d_arch):
         raise GanKitError("conditional=true has conditional layers for the DCGAN and projected nets only; use "
                           "g_arch=dcgan and d_arch=dcgan or projected, or conditional=false")
+    if cfg.condition_fade_end and not (cfg.conditional and 0 <= cfg.condition_fade_start < cfg.condition_fade_end):
+        raise GanKitError(f"condition_fade_start={cfg.condition_fade_start} and condition_fade_end="
+                          f"{cfg.condition_fade_end} need conditional=true and 0 <= start < end, e.g. --set "
+                          "conditional=true --set condition_fade_start=1000 --set condition_fade_end=2000")
+    if cfg.condition_fade_end and cfg.d_arch == "projected":
+        raise GanKitError("condition_fade is for d_arch=dcgan (the projected heads have no unconditional logit to "
+                          "fade from); unset condition_fade_start and condition_fade_end")
     if cfg.n_classes is not None and cfg.n_classes < 2:
         raise GanKitError(f"n_classes must be at least 2 (or unset: from the data's labels), got {cfg.n_classes}")
     if cfg.d_arch == "projected" and ((cfg.gp_weight or 0) > 0 or cfg.r1_gamma > 0):

@@ -84,6 +84,7 @@ class AdversarialStep:
         self.augment = DiffAugment(cfg.augment)
         self.label_pool = None  # a conditional run's training labels, int64 (N,), set by the trainer
         self.updates = 0  # generator updates so far (the EMA's ramp-up counts them)
+        self._condition_weight_set = None  # the condition_weight the nets hold, when this step set it
         # weights are seeded by cfg.seed, identical on every rank
         paddle.seed(cfg.seed)
         self.generator = build_generator(cfg)
@@ -141,6 +142,7 @@ class AdversarialStep:
         tensors, one per real batch, for a conditional run (its fakes take the same labels)."""
         cfg, loss = self.cfg, self.loss
         labels = labels or [None] * len(reals)
+        self._fade_condition()
         # with one D update per G update, the G update reuses its fakes (pytorch/examples
         # dcgan); with several, G's batch is drawn afresh (WGAN-GP, Algorithm 1)
         reuse = len(reals) == 1
@@ -181,6 +183,27 @@ class AdversarialStep:
 
     def _score(self, view, labels=None):
         return self._d(view, labels)
+
+    def condition_weight(self) -> float:
+        """How much of the class this update's nets hear: 1, or with ``condition_fade_end`` the
+        linear ramp from 0 at step ``condition_fade_start`` to 1 at ``condition_fade_end``."""
+        start, end = self.cfg.condition_fade_start, self.cfg.condition_fade_end
+        if end <= 0:
+            return 1.0
+        return min(max((self.updates - start) / (end - start), 0.0), 1.0)
+
+    def _fade_condition(self) -> None:
+        """Set the conditional nets' ``condition_weight`` for this update (the EMA G's too, so
+        it samples as the G it averages)."""
+        weight = self.condition_weight()
+        if weight == self._condition_weight_set:  # kept on the host: no read-back from the device
+            return
+        with paddle.no_grad():
+            for model in (self.generator, self.generator_ema, self.discriminator):
+                buffer = getattr(model, "condition_weight", None)
+                if buffer is not None:
+                    buffer.set_value(paddle.full([1], weight, "float32"))
+        self._condition_weight_set = weight
 
     def sample_labels(self, n: int):
         """int64 (n,) labels for a generated batch, drawn from the training labels (so from their
@@ -316,6 +339,7 @@ class AdversarialStep:
         """Restore what :meth:`state_dict` saved (``origin`` names the snapshot in errors)."""
         self._restored_optimizer_state = {"opt_g": payload["opt_g"], "opt_d": payload["opt_d"]}
         self.updates = int(payload["step"])
+        self._condition_weight_set = None  # the snapshot's nets hold their own
         load_weights(self.generator, payload["generator"], origin)
         load_weights(self.discriminator, payload["discriminator"], origin)
         if self.generator_ema is not None and payload.get("generator_ema"):

@@ -14,7 +14,7 @@ import paddle_gan_kit.sample
 from paddle_gan_kit import fastconv, losses
 from paddle_gan_kit.config import TrainConfig
 from paddle_gan_kit.data import load_images
-from paddle_gan_kit.models import build_discriminator
+from paddle_gan_kit.models import build_discriminator, load_weights, state_arrays
 from paddle_gan_kit.models.dcgan import ClassConditionalBatchNorm2D, Discriminator, Generator
 from paddle_gan_kit.trainer import Trainer
 from conftest import assert_one_line_error, params_of, run_cli, tiny_config, vdl_records
@@ -99,9 +99,60 @@ def test_the_builtin_gems_are_labelled_by_their_cut():
     assert all(gems.CUTS[c] == gems._params(0, i)["cut"] for i, c in enumerate(data.labels))
 
 
+def test_condition_fade_ramps_the_class_in_from_an_unconditional_start(tmp_path):
+    cfg = tiny_config(tmp_path / "run", "dcgan", **CONDITIONAL, steps=3, snapshot_every=3, ema_decay=0.9,
+                      condition_fade_start=1, condition_fade_end=3)
+    trainer = Trainer(cfg, progress=False)
+    objective = trainer.objective
+    weights = []
+    for updates in range(5):
+        objective.updates = updates
+        weights.append(objective.condition_weight())
+    assert weights == [0.0, 0.0, 0.5, 1.0, 1.0]
+    objective.updates = 0
+    objective._fade_condition()
+    G, D = objective.generator, objective.discriminator
+    z, x = paddle.randn([4, cfg.z_dim]), paddle.randn([4, 1, 16, 16])
+    y, other = paddle.to_tensor([0, 1, 2, 3], dtype="int64"), paddle.to_tensor([5, 6, 7, 8], dtype="int64")
+    G.eval(), D.eval()
+    with paddle.no_grad():  # at weight 0 both nets are the unconditional ones: the class changes nothing
+        np.testing.assert_array_equal(G(z, y).numpy(), G(z, other).numpy())
+        np.testing.assert_array_equal(D(x, y).numpy(), D(x, other).numpy())
+    G.train(), D.train()
+    trainer.fit()  # updates 0, 1, 2: weights 0, 0, 0.5; the snapshot keeps the nets' weight
+    payload = params_of(str(tmp_path / "run"), 3)
+    for part in ("generator", "generator_ema", "discriminator"):
+        assert payload[part]["condition_weight"].tolist() == [0.5], part
+
+
+def test_a_conditional_snapshot_from_before_the_fade_loads_at_full_class_weight():
+    paddle.seed(3)
+    trained, fresh = (Generator(16, 1, 8, 4, 16, "nearest", n_classes=4) for _ in range(2))
+    fresh.condition_weight.set_value(paddle.zeros([1]))
+    old = {k: v for k, v in state_arrays(trained).items() if k != "condition_weight"}  # no buffer then
+    load_weights(fresh, old, "old.safetensors")
+    assert fresh.condition_weight.numpy().tolist() == [1.0]
+    z, y = paddle.randn([2, 8]), paddle.to_tensor([0, 3], dtype="int64")
+    trained.eval(), fresh.eval()
+    np.testing.assert_array_equal(fresh(z, y).numpy(), trained(z, y).numpy())
+    with pytest.raises(paddle_gan_kit.GanKitError, match=r"old.safetensors does not fit .*\(lacks embed.weight\)"):
+        load_weights(fresh, {k: v for k, v in old.items() if k != "embed.weight"}, "old.safetensors")
+
+
+@pytest.mark.parametrize("settings,message", [
+    (["condition_fade_end=100"], "condition_fade_start=0 and condition_fade_end=100 need conditional=true"),
+    (["conditional=true", "condition_fade_end=10", "d_arch=projected"], "condition_fade is for d_arch=dcgan")])
+def test_condition_fade_needs_a_conditional_dcgan_run(tmp_path, tiny_npy, settings, message):
+    sets = [arg for setting in settings for arg in ("--set", setting)]
+    result = run_cli("paddle_gan_kit.train", "--data", tiny_npy, "--size", "16", "--out", tmp_path / "run", *sets)
+    assert_one_line_error(result, message)
+    assert not os.path.exists(tmp_path / "run")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("model,extra", [("dcgan", dict(**CONDITIONAL)), ("wgan_gp", dict(**CONDITIONAL, n_critic=2)),
-                                         ("dcgan", dict(g_steps=2)), ("dcgan", dict(**CONDITIONAL, g_steps=3))])
+                                         ("dcgan", dict(g_steps=2)), ("dcgan", dict(**CONDITIONAL, g_steps=3)),
+                                         ("dcgan", dict(**CONDITIONAL, condition_fade_start=2, condition_fade_end=5))])
 def test_resume_is_bit_exact_with_classes_and_g_steps(tmp_path, tiny_npy, model, extra):
     common = dict(snapshot_every=100, sample_every=100, ema_decay=0.9, **extra)
     data = extra.get("data", tiny_npy)

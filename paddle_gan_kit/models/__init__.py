@@ -49,10 +49,17 @@ def state_arrays(model) -> dict:
     return {k: v.numpy() for k, v in model.state_dict().items()}
 
 
+# buffers added after snapshots were first written, and the value those runs trained with
+# (condition_weight 1: the class at full weight), which a snapshot without one loads
+ADDED_BUFFERS = {"condition_weight": 1.0}
+
+
 def load_weights(model, state: dict, origin: str) -> None:
     """Set every parameter and buffer of ``model`` from ``state`` (name -> array); a
     ``GanKitError`` naming ``origin`` when a name is missing or a shape differs."""
     own = model.state_dict()
+    state = {**{k: np.full(v.shape, ADDED_BUFFERS[k.split(".")[-1]], "float32") for k, v in own.items()
+                if k.split(".")[-1] in ADDED_BUFFERS}, **state}
     missing = [k for k in own if k not in state]
     wrong = [k for k in own if k in state and tuple(np.shape(state[k])) != tuple(own[k].shape)]
     if missing or wrong:

@@ -87,10 +87,13 @@ class Generator(nn.Layer):
         # unit-scale class vectors (BigGAN's shared embedding), read through the BatchNorms' small maps
         self.embed = nn.Embedding(n_classes, CLASS_EMBEDDING, weight_attr=nn.initializer.Normal(0.0, 1.0)) \
             if n_classes else None
+        if n_classes:  # how much of the class G hears (0 to 1: condition_fade); kept in snapshots
+            self.register_buffer("condition_weight", paddle.ones([1]))
 
     def class_embedding(self, labels):
-        """int64 (N,) labels -> their embeddings (N, E), what the conditional BatchNorms read."""
-        return self.embed(labels)
+        """int64 (N,) labels -> their embeddings (N, E), what the conditional BatchNorms read
+        (scaled by ``condition_weight``: zero is the unconditional G)."""
+        return self.embed(labels) * self.condition_weight
 
     def forward(self, z, labels=None, embedding=None):
         x = z.reshape([z.shape[0], self.z_dim, 1, 1])  # (N, z_dim, 1, 1)
@@ -147,6 +150,8 @@ class Discriminator(nn.Layer):
         # the projection starts small beside the unconditional logit, as DCGAN's weights do
         self.embed = nn.Embedding(n_classes, widths[-1], weight_attr=nn.initializer.Normal(0.0, 0.02)) \
             if n_classes else None
+        if n_classes:  # the projection term's weight (0 to 1: condition_fade); kept in snapshots
+            self.register_buffer("condition_weight", paddle.ones([1]))
 
     def forward(self, x, labels=None):
         if self.embed is None:
@@ -156,7 +161,7 @@ class Discriminator(nn.Layer):
         for layer in layers[:-1]:
             features = layer(features)  # ... (N, w, s0, s0)
         logits = layers[-1](features).reshape([-1])  # (N,)
-        return logits + projection(self.embed(labels), features.sum(axis=[2, 3]))
+        return logits + projection(self.embed(labels), features.sum(axis=[2, 3])) * self.condition_weight
 
 
 def projection(embedding, features):
