@@ -58,8 +58,8 @@ def load_weights(model, state: dict, origin: str) -> None:
     """Set every parameter and buffer of ``model`` from ``state`` (name -> array); a
     ``GanKitError`` naming ``origin`` when a name is missing or a shape differs."""
     own = model.state_dict()
-    state = {**{k: np.full(v.shape, ADDED_BUFFERS[k.split(".")[-1]], "float32") for k, v in own.items()
-                if k.split(".")[-1] in ADDED_BUFFERS}, **state}
+    added = {k: ADDED_BUFFERS.get(k.split(".")[-1]) for k in own if k not in state}
+    state = {**state, **{k: np.full(own[k].shape, value, "float32") for k, value in added.items() if value is not None}}
     missing = [k for k in own if k not in state]
     wrong = [k for k in own if k in state and tuple(np.shape(state[k])) != tuple(own[k].shape)]
     if missing or wrong:
