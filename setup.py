@@ -15,6 +15,9 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.9",
     packages=find_packages(include=["paddle_gan_kit", "paddle_gan_kit.*", "data_prep", "data_prep.*", "safe_files"]),
+    # the shipped cut judge's weights, and the oneDNN operators' source, built on first use
+    package_data={"paddle_gan_kit.metrics": ["cut_judge.safetensors", "cut_judge.json"],
+                  "paddle_gan_kit.fastconv": ["onednn_conv.cc"]},
     install_requires=[
         "numpy>=1.21",
         # headless: the same cv2 module without the GUI libraries a server lacks (libGL)

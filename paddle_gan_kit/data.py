@@ -55,6 +55,11 @@ def load_npy(path: str, size: int | None = None) -> ImageData:
     return ImageData(images, f"{path} ({len(images)} images)")
 
 
+def is_builtin_gems(data: str | None) -> bool:
+    """Whether a ``--data`` value names the embedded procedural gems (the cut judge's data)."""
+    return data is None or data == BUILTIN_PREFIX + "gems"
+
+
 def load_images(data: str | None, size: int, fit: str = "crop", gems_count: int = 8192,
                 prepare_root: str | None = None, progress: bool = True) -> ImageData:
     """Resolve a ``--data`` value to square images of side ``size``.
@@ -64,7 +69,7 @@ def load_images(data: str | None, size: int, fit: str = "crop", gems_count: int 
     image folder or a zip/tar archive is prepared once into ``prepare_root`` (reused later;
     default: the cache directory).
     """
-    if data is None or data == BUILTIN_PREFIX + "gems":
+    if is_builtin_gems(data):
         from data_prep import gems
 
         images = gems.builtin_gems(size, n=gems_count, seed=0)

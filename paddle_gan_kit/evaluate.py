@@ -22,10 +22,12 @@ import paddle
 
 from safe_files import write_text_atomic
 from paddle_gan_kit import fastconv, snapshot as snapshots
-from paddle_gan_kit.data import BUILTIN_PREFIX, load_images, load_npy, prepare_root_of
+from paddle_gan_kit.data import BUILTIN_PREFIX, is_builtin_gems, load_images, load_npy, prepare_root_of
 from paddle_gan_kit.errors import ArgumentParser, GanKitError, cli_entry
 from paddle_gan_kit.metrics import Evaluator, parse_metrics
-from paddle_gan_kit.metrics.evaluator import EXTRACTOR_CHOICES, KID_SUBSET_SIZE, KID_SUBSETS
+from paddle_gan_kit.metrics.cuts import CUTS, THRESHOLD
+from paddle_gan_kit.metrics.evaluator import (EXTRACTOR_CHOICES, KID_SUBSET_SIZE, KID_SUBSETS, choose_extractor,
+                                              default_metrics)
 from paddle_gan_kit.metrics.inception import WEIGHTS_ENV
 from paddle_gan_kit.run import generator_from_payload, resolve_snapshot, run_dir_of
 
@@ -52,17 +54,20 @@ def result_path(run_dir: str, step: int, extractor: str, n: int) -> str:
     return os.path.join(run_dir, "eval", f"step_{step:08d}.{extractor}.n{n}.json")
 
 
-def evaluate_run(run: str, metrics=("fid", "kid"), n: int = DEFAULT_N, real: str | None = None,
+def evaluate_run(run: str, metrics=None, n: int = DEFAULT_N, real: str | None = None,
                  extractor: str = "auto", weights: str | None = None, snapshot=None, seed: int = 0, *,
                  download: bool = False, save: bool = True, log=None) -> dict:
     """Evaluate one snapshot of a run (default: the newest; a step number or "best").
+    ``metrics``: names or a comma list (default: fid and kid, coverage with the classifier, and
+    the cut judge's numbers when the real images are the built-in gems).
 
     Returns the result dict (metric values next to n_real, n_fake, extractor, resizer, the
     snapshot, the real data) and, with ``save``, writes it to :func:`result_path` (its path is
     under the key ``"path"``). ``log``: a function given one-line notes (default: stderr).
     """
     log = log or (lambda line: print(line, file=sys.stderr))
-    metrics = parse_metrics(metrics)
+    if metrics is not None:
+        metrics = parse_metrics(metrics)
     if int(n) < 2:
         raise GanKitError(f"--n must be >= 2 (a covariance needs two samples), got {n}")
     run_dir = run_dir_of(run)
@@ -71,6 +76,9 @@ def evaluate_run(run: str, metrics=("fid", "kid"), n: int = DEFAULT_N, real: str
     step = int(payload["step"])
     generator, cfg = generator_from_payload(payload, snap_path)
     data = load_real(real, cfg, run_dir)
+    if metrics is None:
+        metrics = default_metrics(choose_extractor(extractor, data.images, data.labels),
+                                  is_builtin_gems(real if real is not None else cfg.data))
     evaluator = Evaluator(data.images, data.labels, extractor=extractor, n=n, weights=weights, seed=seed,
                           batch_size=64, metrics=metrics, download=download)
     log(f"evaluating {os.path.basename(snap_path)} (step {step}) against {data.description}: {evaluator.describe()}")
@@ -121,6 +129,16 @@ def format_result(result: dict) -> list[str]:
     if "intra_fid" in result:
         lines.append(f"intra-class fid {result['intra_fid']:.4f}  (the mean over {result['intra_classes']} classes of "
                      f"about {result['intra_n']} images each; extractor {result['extractor']})")
+    if "cut_recognised" in result:
+        shares = ", ".join(f"{name} {result['cut_share_' + name]:.2f}" for name in CUTS)
+        lines.append(f"cuts: {result['cut_recognised']:.3f} of the samples recognised (top cut p >= {THRESHOLD}), "
+                     f"{result['cut_recognised_ratio']:.2f}x the real gems' {result['cut_recognised_real']:.3f}; "
+                     f"{result['cuts_found']} of {len(CUTS)} cuts found (at >= 1/3 of their data share)")
+        lines.append(f"cuts among the recognised: {shares}")
+        lines.append(f"cut-judge fd {result['cut_fd']:.4f}  (the cut judge's 128-d features, ImageNet-free)")
+    if "cut_agreement" in result:
+        lines.append(f"cut agreement {result['cut_agreement']:.3f} (recognised as the requested cut), colour spread "
+                     f"{result['colour_spread']:.3f} (1: every cut in every colour the data give it)")
     if "class_agreement" in result:
         lines.append(f"class agreement {result['class_agreement']:.3f}  (the classifier names the requested class)")
     return lines
@@ -134,8 +152,10 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Example: python -m paddle_gan_kit.evaluate runs/dcgan_mnist_32 --metrics fid,kid,coverage",
     )
     parser.add_run_arguments()
-    parser.add_argument("--metrics", default="fid,kid", help="comma list of fid, kid, coverage, pr (precision and "
-                                                             "recall) (default fid,kid; coverage needs the classifier)")
+    parser.add_argument("--metrics", default=None,
+                        help="comma list of fid, kid, coverage, pr (precision and recall), cuts (the cut judge, "
+                             "built-in gems only) (default fid,kid, plus coverage with the classifier and cuts on "
+                             "the built-in gems)")
     parser.add_argument("--n", type=int, default=DEFAULT_N,
                         help=f"generated images, and at most this many real ones (default {DEFAULT_N})")
     parser.add_argument("--real", metavar="PATH", help="real images: folder, zip/tar, prepared dir, .npy or "

@@ -12,6 +12,7 @@ from paddle_gan_kit.images import match_channels
 from paddle_gan_kit.latent import draw_latents, generate_images
 from paddle_gan_kit.rng import global_rngs_untouched
 from .classifier import class_coverage
+from . import cuts
 from .errors import MetricsError
 from .frechet import feature_stats, frechet_distance_from_stats
 from .kid import FULL_KERNEL_MAX, kid, polynomial_kernel
@@ -36,6 +37,11 @@ def choose_extractor(extractor: str, images: np.ndarray, labels) -> str:
     return extractor
 
 
+def default_metrics(extractor: str, gems: bool) -> tuple[str, ...]:
+    """fid and kid; coverage with the classifier; the cut judge's numbers on the built-in gems."""
+    return ("fid", "kid") + (("coverage",) if extractor == "classifier" else ()) + (("cuts",) if gems else ())
+
+
 def parse_metrics(metrics) -> tuple[str, ...]:
     """"fid,kid" or ("fid", "kid") -> a checked tuple of metric names."""
     names = [m.strip().lower() for m in (metrics.split(",") if isinstance(metrics, str) else metrics)]
@@ -58,9 +64,10 @@ class Evaluator:
     object already built (``metrics.get_extractor``). Real features come from a subset of
     min(n, N) images drawn with ``seed``; each call generates ``n`` images from latents drawn
     with a private ``np.random.default_rng(seed)`` (the same every call) in batches of
-    ``batch_size``. ``metrics``: any of "fid", "kid", "coverage", "pr" (precision and recall;
-    default: fid and kid, plus coverage with the classifier). No global RNG state is consumed or
-    changed.
+    ``batch_size``. ``metrics``: any of "fid", "kid", "coverage", "pr" (precision and recall),
+    "cuts" (the cut judge's numbers and its FD, for the built-in gems: ``labels`` are their cuts;
+    see ``metrics.cuts``); default: fid and kid, plus coverage with the classifier. No global RNG
+    state is consumed or changed.
     """
 
     primary = "fid"
@@ -81,11 +88,15 @@ class Evaluator:
         built = None if isinstance(extractor, str) else extractor
         self.extractor_name = built.name if built is not None else choose_extractor(extractor, real_images, labels)
         if metrics is None:
-            metrics = ("fid", "kid", "coverage") if self.extractor_name == "classifier" else ("fid", "kid")
+            metrics = default_metrics(self.extractor_name, gems=False)
         self.metrics = parse_metrics(metrics)
         if "coverage" in self.metrics and self.extractor_name != "classifier":
             raise MetricsError("--metrics coverage needs the classifier extractor (labelled grayscale real data); "
                                "drop coverage or pass --extractor classifier")
+        if "cuts" in self.metrics and (labels is None or real_images.shape[-1] != 3
+                                       or int(np.max(labels)) >= len(cuts.CUTS)):
+            raise MetricsError("--metrics cuts judges the built-in gems' cuts and needs them as the real images "
+                               "(colour, labelled by cut); drop cuts for other data")
         self.n, self.seed, self.batch_size = int(n), int(seed), int(batch_size)
         self.channels = int(real_images.shape[-1])
 
@@ -110,6 +121,8 @@ class Evaluator:
             self._real_kernel = (polynomial_kernel(self._real_feats, self._real_feats)
                                  if "kid" in self.metrics and n_real <= FULL_KERNEL_MAX else None)
             self._real_radii = manifold_radii(self._real_feats) if "pr" in self.metrics else None
+            self.judge = cuts.CutJudge() if "cuts" in self.metrics else None
+            self._real_cuts = cuts.RealCuts(self.judge, real, self._real_labels) if self.judge else None
         self.n_real = int(n_real)
 
     def _per_class(self, feats: np.ndarray, fake_labels: np.ndarray, fake: np.ndarray) -> dict:
@@ -167,6 +180,8 @@ class Evaluator:
     def score(self, fake: np.ndarray, fake_labels=None) -> dict:
         """Score generated images uint8 (M, H, W, C): fid, kid_mean, kid_std, coverage_classes,
         coverage_evenness, precision, recall as asked, plus n_real, n_fake, extractor and resizer.
+        With "cuts": the ``metrics.cuts`` numbers (cut_recognised, cuts_found, cut_share_<cut>,
+        cut_fd, and for ``fake_labels`` cut_agreement and colour_spread).
         With ``fake_labels`` (the classes they were generated as): also intra_fid, the Fréchet
         distance within each class averaged over the classes (as the cGAN literature reports it;
         intra_n: the generated images per class), and with the classifier class_agreement, the
@@ -185,6 +200,8 @@ class Evaluator:
                                                                          real_radii=self._real_radii)
         if fake_labels is not None:
             result.update(self._per_class(feats, np.asarray(fake_labels), fake))
+        if "cuts" in self.metrics:
+            result.update(cuts.cut_scores(self.judge, self._real_cuts, fake, fake_labels))
         if "coverage" in self.metrics:
             coverage = class_coverage(self.extractor.predict(fake), self.extractor.n_classes)
             result["coverage_classes"] = float(coverage["classes_present"])

@@ -14,7 +14,8 @@ EXTRACTORS = {
     "mobilenet_v2": MobileNetFeatures,
 }
 
-METRICS = ("fid", "kid", "coverage", "pr")  # pr: precision and recall (Kynkaanniemi et al. 2019)
+# pr: precision and recall (Kynkaanniemi et al. 2019); cuts: the cut judge of the built-in gems (metrics.cuts)
+METRICS = ("fid", "kid", "coverage", "pr", "cuts")
 
 
 def get_extractor(name, **kwargs):
