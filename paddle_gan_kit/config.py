@@ -98,6 +98,9 @@ class TrainConfig:
 
     # --- optimisation --------------------------------------------------------------------
     steps: int = 10000  # total generator updates of the run; --resume continues up to this
+    # stop (with a snapshot) once the run has trained this many minutes in all its sessions
+    # together (0 = no limit); a resume continues up to it, as with steps. Evaluation time is not counted
+    minutes: float = 0.0
     batch_size: int = 64  # images per discriminator/critic update
     lr_g: typing.Optional[float] = None  # Adam lr of G; None: 2e-4 DCGAN, 1e-4 WGAN-GP
     lr_d: typing.Optional[float] = None  # Adam lr of D/critic; same defaults as lr_g
@@ -158,7 +161,7 @@ class TrainConfig:
 # calm a run that diverged (the change is logged, kept in the run's snapshots and shown in
 # VisualDL), and the data path (AI Studio mounts the same dataset under new paths).
 RESUMABLE_KEYS = frozenset(
-    {"steps", "snapshot_every", "keep_snapshots", "sample_every", "log_every", "device", "out",
+    {"steps", "minutes", "snapshot_every", "keep_snapshots", "sample_every", "log_every", "device", "out",
      "eval_every", "eval_weights", "amp", "lr_g", "lr_d", "gp_weight", "r1_gamma", "data", "conv_backend",
      "backbone_weights"}
 )
@@ -299,6 +302,8 @@ def validate(cfg: TrainConfig) -> None:
     for key in positive:
         if getattr(cfg, key) < 1:
             raise GanKitError(f"config key '{key}' must be >= 1, got {getattr(cfg, key)}")
+    if not cfg.minutes >= 0 or cfg.minutes == float("inf"):
+        raise GanKitError(f"minutes must be a number of minutes >= 0 (0 = no time limit), got {cfg.minutes}")
     if cfg.eval_every < 0 or cfg.eval_n < 2:
         raise GanKitError(f"eval_every must be >= 0 and eval_n >= 2, got {cfg.eval_every} and {cfg.eval_n}")
     if cfg.n_critic is not None and cfg.n_critic < 1:

@@ -19,7 +19,7 @@ from paddle_gan_kit.images import make_grid
 from paddle_gan_kit.latent import generate_images
 
 # Record keys that are not losses: they go to their own VisualDL groups and stay off the plot.
-_NOT_LOSSES = ("step", "lr_g", "lr_d", "images_per_s")
+_NOT_LOSSES = ("step", "lr_g", "lr_d", "images_per_s", "train_seconds")
 
 
 def plot_losses(history: list[dict], path: str, title: str, fix: str | None = None) -> None:
@@ -173,6 +173,13 @@ class TqdmHandler(logging.Handler):
             self.handleError(record)
 
 
+def format_duration(seconds: float) -> str:
+    """``1h02m``, ``12m05s`` or ``42s``."""
+    seconds = max(0, int(round(seconds)))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s" if rest >= 60 else f"{rest}s"
+
+
 def format_values(values: dict) -> str:
     """``key 1.234 key 5.678``: a record's numbers for a log line."""
     return " ".join(f"{k} {v:.4g}" for k, v in values.items())
@@ -195,7 +202,7 @@ class Reporter:
     def advance(self, step: int) -> None:
         pass
 
-    def record(self, record: dict, steps: int) -> None:
+    def record(self, record: dict, steps: int, seconds_left: float) -> None:
         pass
 
     def settings_changed(self, step: int, changes: dict) -> None:
@@ -258,16 +265,19 @@ class RunReporter(Reporter):
         self.info(f"resumed at step {step} with changed settings: {text}")
         self._pending_texts.append((step, text))
 
-    def record(self, record: dict, steps: int) -> None:
-        """A logged window of steps: VisualDL scalars, the bar's numbers and a log line."""
+    def record(self, record: dict, steps: int, seconds_left: float) -> None:
+        """A logged window of steps: VisualDL scalars, the bar's numbers and a log line with the
+        training time spent and left."""
         step = record["step"]
         losses = {k: v for k, v in record.items() if k not in _NOT_LOSSES}
         self.vdl.scalars(losses, step, prefix="train/")
         self.vdl.scalars({"lr_g": record["lr_g"], "lr_d": record["lr_d"]}, step, prefix="lr/")
-        self.vdl.scalars({"images_per_s": record["images_per_s"]}, step, prefix="speed/")
-        shown = {k: v for k, v in record.items() if k not in ("step", "lr_g", "lr_d")}
+        self.vdl.scalars({"images_per_s": record["images_per_s"],
+                          "train_minutes": record["train_seconds"] / 60}, step, prefix="speed/")
+        shown = {k: v for k, v in record.items() if k not in ("step", "lr_g", "lr_d", "train_seconds")}
         self.bar.set_postfix({k: f"{v:.3g}" for k, v in shown.items()}, refresh=False)
-        self.info(f"step {step}/{steps} {format_values(shown)}")
+        self.info(f"step {step}/{steps} {format_values(shown)} time {format_duration(record['train_seconds'])} "
+                  f"left {format_duration(seconds_left)}")
 
     def samples(self, step: int, generator, fixed_noise: np.ndarray, history: list, labels=None) -> None:
         """The grid of G(fixed_noise) (of classes ``labels``, one per row, for a conditional run)
@@ -298,7 +308,10 @@ class RunReporter(Reporter):
         return result
 
     def finish(self, status: str, step: int, path: str | None, stop_signal: int | None) -> None:
-        if status == "interrupted":
+        if status == "out of time":
+            self.info(f"out of time: {self.cfg.minutes:g} minutes of training reached at step {step}; snapshot "
+                      f"{path} written; raise --minutes (and --resume) to train longer")
+        elif status == "interrupted":
             self.info(f"{signal.Signals(stop_signal).name}: stopped at step {step}; snapshot {path} written; "
                       f"continue with --resume --out {self.run.dir}")
         else:

@@ -28,6 +28,8 @@ FLAGS = {
     "data": ("--data", str, "image folder, zip/tar, prepared dir, .npy, builtin:mnist (default: built-in gems)"),
     "out": ("--out", str, "run directory (default runs/<model>_<size>)"),
     "steps": ("--steps", int, "total generator updates of the run"),
+    "minutes": ("--minutes", float, "stop with a snapshot after this many minutes of training in all (0 = no "
+                                    "limit); a resume continues up to it"),
     "batch_size": ("--batch-size", int, "images per D/critic update"),
     "seed": ("--seed", int, "seed of weights, noise and data order"),
     "device": ("--device", str, "auto, gpu or cpu"),

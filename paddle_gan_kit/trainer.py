@@ -25,11 +25,12 @@ import paddle
 import safe_files as files
 from paddle_gan_kit import fastconv, monitor
 from paddle_gan_kit.config import MODELS, TrainConfig
-from paddle_gan_kit.data import BatchOrder, load_images, prepare_root_of, to_tensor_batch
+from paddle_gan_kit.data import BatchOrder, is_builtin_gems, load_images, prepare_root_of, to_tensor_batch
 from paddle_gan_kit.errors import GanKitError
 from paddle_gan_kit.images import grid_columns
 from paddle_gan_kit.latent import draw_latents
 from paddle_gan_kit.metrics import Evaluator
+from paddle_gan_kit.metrics.evaluator import choose_extractor, default_metrics
 from paddle_gan_kit.models import count_parameters, efficientnet_lite
 from paddle_gan_kit.rng import seed_step
 from paddle_gan_kit import snapshot
@@ -217,6 +218,7 @@ class Trainer:
             self.objective.label_pool = paddle.to_tensor(np.asarray(self.data.labels, np.int64))
         self.fixed_noise = draw_latents(np.random.default_rng([cfg.seed, 1]), cfg.n_samples, cfg.z_dim, cfg.z_dist)
         self.step, self.history, self.setting_changes = 0, [], []
+        self.train_seconds = 0.0  # training time of all sessions of the run (evaluation excluded)
         self.window = LossWindow()
         self.stop_signal: int | None = None
         if found is not None:
@@ -232,8 +234,9 @@ class Trainer:
         cfg = self.cfg
         if cfg.eval_every <= 0:
             return None
-        return Evaluator(self.data.images, self.data.labels, cfg.eval_extractor, cfg.eval_n, cfg.eval_weights,
-                         seed=cfg.seed)
+        extractor = choose_extractor(cfg.eval_extractor, self.data.images, self.data.labels)
+        return Evaluator(self.data.images, self.data.labels, extractor, cfg.eval_n, cfg.eval_weights,
+                         seed=cfg.seed, metrics=default_metrics(extractor, is_builtin_gems(cfg.data)))
 
     def real_batch(self):
         """Next real batch, float32 (B, C, H, W) in [-1, 1], and its int64 (B,) labels for a
@@ -257,32 +260,41 @@ class Trainer:
 
     # ---- the loop ------------------------------------------------------------------------------
     def fit(self) -> str:
-        """Train up to ``cfg.steps``; returns "completed" or "interrupted" (snapshot written)."""
+        """Train up to ``cfg.steps`` (and at most ``cfg.minutes`` of training in all); returns
+        "completed", "out of time" (the minutes are spent) or "interrupted" (snapshot written)."""
         cfg, reporter, objective = self.cfg, self.reporter, self.objective
         status = "completed"
         try:
-            if self.step >= cfg.steps:
+            done = self._done()
+            if done:
                 # rerunning the same command after a run finished (the AI Studio habit) changes nothing
-                reporter.info(f"{self.run.dir} is already at step {self.step} of {cfg.steps}; "
-                              "nothing to do (raise --steps to train longer)")
+                reporter.info(f"{self.run.dir} is already at {done}; nothing to do (raise it to train longer)")
                 return status
             reporter.start(self.step, cfg.steps, self._header())
             if self.step == 0:
                 self.write_samples()
+            clock = time.perf_counter()
             with stop_signals() as caught:
                 while self.step < cfg.steps:
                     images = cfg.batch_size * cfg.n_critic * self.world_size if self.trains_d() else 0
                     self.window.add(self.train_step(), images)
                     self.step += 1
                     reporter.advance(self.step)
-                    if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                    now = time.perf_counter()
+                    self.train_seconds, clock = self.train_seconds + now - clock, now
+                    out_of_time = cfg.minutes and self.train_seconds >= cfg.minutes * 60
+                    if self.step % cfg.log_every == 0 or self.step == cfg.steps or out_of_time:
                         self._close_window()
                     if self.step % cfg.sample_every == 0:
                         self.write_samples()
                     if cfg.eval_every and self.step % cfg.eval_every == 0:
                         reporter.evaluate(self.step, objective.sampling_generator, self._save_best)
+                        clock = time.perf_counter()  # evaluation is a measurement, not training time
                     if caught[0] is not None:
                         status, self.stop_signal = "interrupted", caught[0]
+                        break
+                    if out_of_time:
+                        status = "out of time"
                         break
                     if self.step % cfg.snapshot_every == 0 and self.step < cfg.steps:
                         self.save_snapshot()
@@ -295,21 +307,36 @@ class Trainer:
             reporter.close()
         return status
 
+    def _done(self) -> str | None:
+        """What the run has already reached of its steps or minutes (None while it has neither)."""
+        if self.step >= self.cfg.steps:
+            return f"step {self.step} of {self.cfg.steps} (--steps)"
+        if self.cfg.minutes and self.train_seconds >= self.cfg.minutes * 60:
+            return f"{self.train_seconds / 60:.1f} of {self.cfg.minutes:g} minutes of training (--minutes)"
+        return None
+
     def _header(self) -> str:
         cfg, nets = self.cfg, self.objective
         return (f"{cfg.model} {cfg.size}px x{cfg.channels} on {self.device}: {self.data.description}; "
                 f"G {count_parameters(nets.generator):,} params, D {count_parameters(nets.discriminator):,}; "
-                f"steps {self.step} -> {cfg.steps}, batch {cfg.batch_size}"
-                + (f" x {self.world_size} ranks" if self.world_size > 1 else ""))
+                f"steps {self.step} -> {cfg.steps}"
+                + (f" or {cfg.minutes:g} minutes of training ({self.train_seconds / 60:.1f} done)" if cfg.minutes else "")
+                + f", batch {cfg.batch_size}" + (f" x {self.world_size} ranks" if self.world_size > 1 else ""))
 
     def _close_window(self) -> None:
         """Read the window's losses back (the only host sync), check them, log them."""
         record = self.window.close(self.step, self.objective.opt_g.get_lr(), self.objective.opt_d.get_lr())
+        record["train_seconds"] = self.train_seconds
         bad = [k for k, v in record.items() if not np.isfinite(v)]
         if bad:
             raise self._diverged(f"{', '.join(bad)} not finite")
         self.history.append(record)
-        self.reporter.record(record, self.cfg.steps)
+        self.reporter.record(record, self.cfg.steps, self._seconds_left())
+
+    def _seconds_left(self) -> float:
+        """Training time left: to the minutes' end, or to the last step at the run's mean pace."""
+        by_steps = (self.cfg.steps - self.step) * self.train_seconds / max(self.step, 1)
+        return min(by_steps, self.cfg.minutes * 60 - self.train_seconds) if self.cfg.minutes else by_steps
 
     def _diverged(self, reason: str) -> Diverged:
         """The one-line error of a diverged run: where to resume from, and how."""
@@ -360,6 +387,7 @@ class Trainer:
         """Everything a snapshot holds, as numpy arrays and plain values."""
         return {
             "step": self.step,
+            "train_seconds": self.train_seconds,
             "data_order": self.order.state_dict(),
             **self.objective.state_dict(),
             "fixed_noise": self.fixed_noise,
@@ -394,6 +422,7 @@ class Trainer:
         payload = found.payload
         self.objective.set_state_dict(payload, found.path)
         self.step = int(payload["step"])
+        self.train_seconds = float(payload.get("train_seconds", 0.0))  # 0 for snapshots before 0.3
         self.fixed_noise = np.asarray(payload["fixed_noise"], np.float32)
         self.history = list(payload["history"])
         self.setting_changes = list(payload.get("setting_changes") or [])
