@@ -327,11 +327,16 @@ def validate(cfg: TrainConfig) -> None:
     if cfg.conditional and "resnet" in (cfg.g_arch, cfg.d_arch):
         raise GanKitError("conditional=true has conditional layers for the DCGAN and projected nets only; use "
                           "g_arch=dcgan and d_arch=dcgan or projected, or conditional=false")
-    if cfg.condition_fade_end and not (cfg.conditional and 0 <= cfg.condition_fade_start < cfg.condition_fade_end):
+    fading = cfg.condition_fade_start or cfg.condition_fade_end
+    if fading and not (cfg.conditional and 0 <= cfg.condition_fade_start < cfg.condition_fade_end):
         raise GanKitError(f"condition_fade_start={cfg.condition_fade_start} and condition_fade_end="
                           f"{cfg.condition_fade_end} need conditional=true and 0 <= start < end, e.g. --set "
                           "conditional=true --set condition_fade_start=1000 --set condition_fade_end=2000")
-    if cfg.condition_fade_end and cfg.d_arch == "projected":
+    ignored = _ignored_without(cfg)
+    if ignored:
+        key, value, needs, fix = ignored[0]
+        raise GanKitError(f"{key}={value} does nothing without {needs}: set {fix}, or drop {key}")
+    if fading and cfg.d_arch == "projected":
         raise GanKitError("condition_fade is for d_arch=dcgan (the projected heads have no unconditional logit to "
                           "fade from); unset condition_fade_start and condition_fade_end")
     if cfg.n_classes is not None and cfg.n_classes < 2:
@@ -345,6 +350,21 @@ def validate(cfg: TrainConfig) -> None:
             raise GanKitError(removed_message(f"the augmentation '{name}'") + f" (keep {','.join(augment.AUGMENTS)})")
         raise GanKitError(f"unknown augmentation {name!r} in augment; use any of {','.join(augment.AUGMENTS)} "
                           "(comma-separated), e.g. --set augment=translation,cutout,color")
+
+
+def _ignored_without(cfg: TrainConfig):
+    """(key, value, what it needs, the fix) for each setting that would be silently ignored: it
+    acts only beside another setting, and that one is off."""
+    default = TrainConfig()
+    pairs = [
+        ("ema_rampup", cfg.ema_rampup > 0 and cfg.ema_decay == 0, "an EMA generator", "ema_decay=0.999"),
+        ("n_classes", cfg.n_classes is not None and not cfg.conditional, "conditional=true", "conditional=true"),
+        ("label_smoothing", cfg.label_smoothing > 0 and cfg.loss not in (None, "nonsaturating"),
+         "the non-saturating loss (hinge and Wasserstein have no targets to smooth)", "loss=nonsaturating"),
+    ]
+    pairs += [(key, getattr(cfg, key) != getattr(default, key) and cfg.d_arch != "projected", "d_arch=projected",
+               "d_arch=projected") for key in ("backbone_size", "backbone_levels", "backbone_weights")]
+    return [(key, getattr(cfg, key), needs, fix) for key, ignored, needs, fix in pairs if ignored]
 
 
 def load_yaml(path: str) -> dict:

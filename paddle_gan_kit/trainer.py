@@ -268,7 +268,7 @@ class Trainer:
             done = self._done()
             if done:
                 # rerunning the same command after a run finished (the AI Studio habit) changes nothing
-                reporter.info(f"{self.run.dir} is already at {done}; nothing to do (raise it to train longer)")
+                reporter.info(f"{self.run.dir} is already at {done[0]}; nothing to do (raise {done[1]} to train longer)")
                 return status
             reporter.start(self.step, cfg.steps, self._header())
             if self.step == 0:
@@ -307,12 +307,13 @@ class Trainer:
             reporter.close()
         return status
 
-    def _done(self) -> str | None:
-        """What the run has already reached of its steps or minutes (None while it has neither)."""
+    def _done(self) -> tuple[str, str] | None:
+        """What the run has already reached of its steps or minutes, and the flag that goes further
+        (None while it has reached neither)."""
         if self.step >= self.cfg.steps:
-            return f"step {self.step} of {self.cfg.steps} (--steps)"
+            return f"step {self.step} of {self.cfg.steps}", "--steps"
         if self.cfg.minutes and self.train_seconds >= self.cfg.minutes * 60:
-            return f"{self.train_seconds / 60:.1f} of {self.cfg.minutes:g} minutes of training (--minutes)"
+            return f"{self.train_seconds / 60:.1f} of {self.cfg.minutes:g} minutes of training", "--minutes"
         return None
 
     def _header(self) -> str:

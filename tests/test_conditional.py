@@ -141,6 +141,8 @@ def test_a_conditional_snapshot_from_before_the_fade_loads_at_full_class_weight(
 
 @pytest.mark.parametrize("settings,message", [
     (["condition_fade_end=100"], "condition_fade_start=0 and condition_fade_end=100 need conditional=true"),
+    # the start alone would be ignored (the weight would be 1 from step 1)
+    (["conditional=true", "condition_fade_start=100"], "condition_fade_start=100 and condition_fade_end=0 need"),
     (["conditional=true", "condition_fade_end=10", "d_arch=projected"], "condition_fade is for d_arch=dcgan")])
 def test_condition_fade_needs_a_conditional_dcgan_run(tmp_path, tiny_npy, settings, message):
     sets = [arg for setting in settings for arg in ("--set", setting)]
@@ -231,7 +233,7 @@ def test_an_unconditional_run_refuses_a_class_in_one_line(tmp_path, tiny_run):
 
 def test_a_walk_through_classes_passes_every_key_exactly(tmp_path, mnist_conditional_run):
     from paddle_gan_kit.interpolate import walk_frames
-    from paddle_gan_kit.latent import latents_for_seeds
+    from paddle_gan_kit.latent import generate_images, latents_for_seeds
 
     result = run_cli("paddle_gan_kit.interpolate", mnist_conditional_run, "--classes", "1,7,3", "--frames", 4,
                      "--out", tmp_path / "w.gif")
@@ -242,9 +244,12 @@ def test_a_walk_through_classes_passes_every_key_exactly(tmp_path, mnist_conditi
     generator, cfg = run
     z = latents_for_seeds([0, 1, 2], cfg.z_dim, cfg.z_dist)
     images = paddle_gan_kit.sample.sample_images(run, seeds=[0, 1, 2], labels=[1, 7, 3])[0]
+    # each key frame is G of that seed's latent and that class, as sample gives it
+    direct = generate_images(generator, z, 3, np.array([1, 7, 3], np.int64))
     for k in range(3):
         np.testing.assert_array_equal(frames[4 * k], images[k])
-    assert z.shape == (3, cfg.z_dim)
+        np.testing.assert_array_equal(frames[4 * k], direct[k])
+    assert not np.array_equal(frames[0], frames[4])
 
 
 def test_exports_take_the_class_as_their_second_input(tmp_path, mnist_conditional_run):
@@ -269,9 +274,21 @@ def test_exports_take_the_class_as_their_second_input(tmp_path, mnist_conditiona
 def test_evaluation_of_a_conditional_run_is_per_class_too(tmp_path, mnist_conditional_run):
     from paddle_gan_kit.evaluate import evaluate_run
 
+    from paddle_gan_kit.metrics import Evaluator, feature_stats, frechet_distance_from_stats
+    from paddle_gan_kit.run import load_generator
+
     result = evaluate_run(mnist_conditional_run, metrics=("fid",), n=200, save=False, log=lambda line: None)
     assert result["extractor"] == "classifier" and result["intra_classes"] == 10 and result["intra_n"] == 20
-    assert result["intra_fid"] > 0 and 0 <= result["class_agreement"] <= 1
+    # the per-class numbers are what they say: recomputed here from the same images
+    generator, cfg = load_generator(mnist_conditional_run)
+    data = paddle_gan_kit.data.load_images(cfg.data, cfg.size, progress=False)
+    evaluator = Evaluator(data.images, data.labels, "classifier", n=200, metrics=("fid",))
+    fake, asked = evaluator.generate(generator, cfg.z_dim, cfg.z_dist, conditional=True), evaluator.fake_labels()
+    feats, real_feats, real_labels = evaluator.extractor(fake), evaluator._real_feats, evaluator._real_labels
+    per_class = [frechet_distance_from_stats(*feature_stats(real_feats[real_labels == c]),
+                                             *feature_stats(feats[asked == c])) for c in range(10)]
+    assert result["intra_fid"] == pytest.approx(np.mean(per_class), rel=1e-6)
+    assert result["class_agreement"] == pytest.approx(np.mean(evaluator.extractor.predict(fake) == asked))
     paddle_gan_kit.train(tiny_config(tmp_path / "run", "dcgan", **CONDITIONAL, steps=2, eval_every=2, eval_n=100),
                          progress=False)
     scalars, _ = vdl_records(str(tmp_path / "run"))

@@ -136,7 +136,8 @@ def test_cli_prints_and_saves_json_with_counts_resizer_and_extractor(mnist_run, 
     assert saved["resizer"] == "none (28x28 native)" and saved["snapshot"] == "step_00000004.safetensors"
     assert saved["real_data"].startswith("builtin:mnist") and saved["extractor_info"]["holdout_accuracy"] > 0.9
     assert {"fid", "kid_mean", "kid_std", "coverage_classes", "coverage_evenness", "precision", "recall"} <= set(saved)
-    assert 0 <= saved["precision"] <= 1 and 0 <= saved["recall"] <= 1
+    # the printed line carries the saved numbers
+    assert f"precision {saved['precision']:.3f}, recall {saved['recall']:.3f}  (k = 3" in result.stderr
     fid_line = next(line for line in result.stderr.splitlines() if line.startswith("fid "))
     assert "n_real 300, n_fake 300, extractor classifier, resizer none (28x28 native)" in fid_line
     assert any(line.startswith("precision ") and "(k = 3; n_real 300" in line for line in result.stderr.splitlines())
