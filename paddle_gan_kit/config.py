@@ -61,6 +61,8 @@ class TrainConfig:
     # 2017, from one class embedding as BigGAN's), a projection head in D (Miyato & Koyama 2018)
     conditional: bool = False
     n_classes: typing.Optional[int] = None  # classes of a conditional run; None: from the data's labels
+    # their names by label; None: the data's (class folders, the gems' cuts, digits), else "0", "1", ...
+    class_names: typing.Optional[list] = None
     # transitional training (Shahbazi et al. 2022, "Collapse by conditioning"): the class enters
     # G's embedding and D's projection with a weight rising from 0 at step condition_fade_start
     # to 1 at condition_fade_end, so G first learns the unconditional set; 0 and 0: from step 1
@@ -155,6 +157,9 @@ class TrainConfig:
         """Plain dict of every field (YAML- and JSON-friendly)."""
         return dataclasses.asdict(self)
 
+
+# Keys that None leaves to the data: training fills them in when it starts (and a resume keeps the run's).
+FROM_DATA = ("channels", "n_classes", "class_names")
 
 # Keys a resumed run may change; every other key must equal the run's own. Besides where
 # outputs go and how often: the learning rates and the penalty weight, the knobs one turns to
@@ -339,6 +344,10 @@ def validate(cfg: TrainConfig) -> None:
     if fading and cfg.d_arch == "projected":
         raise GanKitError("condition_fade is for d_arch=dcgan (the projected heads have no unconditional logit to "
                           "fade from); unset condition_fade_start and condition_fade_end")
+    names = cfg.class_names
+    if names is not None and (len(set(map(str, names))) != len(names) or (cfg.n_classes and len(names) != cfg.n_classes)):
+        raise GanKitError(f"class_names must name each class once ({len(names)} names, {len(set(map(str, names)))} "
+                          f"different, for n_classes={cfg.n_classes}); e.g. --set class_names=[cat,dog]")
     if cfg.n_classes is not None and cfg.n_classes < 2:
         raise GanKitError(f"n_classes must be at least 2 (or unset: from the data's labels), got {cfg.n_classes}")
     if cfg.d_arch == "projected" and ((cfg.gp_weight or 0) > 0 or cfg.r1_gamma > 0):
@@ -359,6 +368,7 @@ def _ignored_without(cfg: TrainConfig):
     pairs = [
         ("ema_rampup", cfg.ema_rampup > 0 and cfg.ema_decay == 0, "an EMA generator", "ema_decay=0.999"),
         ("n_classes", cfg.n_classes is not None and not cfg.conditional, "conditional=true", "conditional=true"),
+        ("class_names", cfg.class_names is not None and not cfg.conditional, "conditional=true", "conditional=true"),
         ("label_smoothing", cfg.label_smoothing > 0 and cfg.loss not in (None, "nonsaturating"),
          "the non-saturating loss (hinge and Wasserstein have no targets to smooth)", "loss=nonsaturating"),
     ]

@@ -36,6 +36,7 @@ import paddle
 from safe_files import atomic_path, write_text_atomic
 from paddle_gan_kit import fastconv
 from paddle_gan_kit.errors import ArgumentParser, GanKitError, cli_entry
+from paddle_gan_kit.classes import Classes
 from paddle_gan_kit.run import load_generator
 from paddle_gan_kit.runtime import silenced_output
 
@@ -97,7 +98,7 @@ def export_generator(run: str, out: str, snapshot=None, format: str = "paddle") 
         "source": os.path.abspath(run), "snapshot": snapshot, "paddle": paddle.__version__,
     }
     if cfg.conditional:
-        meta["label"] = {"name": "label", "shape": [None], "dtype": "int64", "classes": generator.class_names}
+        meta["label"] = {"name": "label", "shape": [None], "dtype": "int64", "classes": list(Classes.of(cfg).names)}
     if converter is not None:
         program, params = _program_files(prefix)
         onnx_path = prefix + ".onnx"

@@ -33,7 +33,8 @@ from paddle_gan_kit import fastconv
 from paddle_gan_kit.errors import ArgumentParser, GanKitError, cli_entry
 from paddle_gan_kit.images import make_grid, upscale
 from paddle_gan_kit.latent import DEFAULT_BATCH_SIZE, MODES, generate_images, latent_walk, latents_for_seeds
-from paddle_gan_kit.run import class_index, generator_of
+from paddle_gan_kit.classes import Classes
+from paddle_gan_kit.run import generator_of
 
 FORMATS = ("gif", "mp4", "frames")
 # GIF stores frame delays in centiseconds, and browsers replace delays under 20 ms by 100 ms,
@@ -107,14 +108,11 @@ def walk_classes(generator, cfg, keys: int, frames: int, walks: int, classes=Non
     """A conditional run's class embeddings along the walks: (T, walks, E) float32, key k of
     class ``classes[k]`` (names or indices; default k mod the number of classes) and straight
     lines between keys; None for an unconditional run (which refuses ``classes`` in one line)."""
-    if not cfg.conditional:
-        if classes:
-            class_index(generator, cfg, classes[0])  # the one-line refusal
-        return None
-    if classes is not None and len(classes) != keys:
+    if classes is not None and cfg.conditional and len(classes) != keys:
         raise GanKitError(f"--classes names {len(classes)} classes for {keys} keys; give one per key (or drop --keys)")
-    ids = [class_index(generator, cfg, c) for c in classes] if classes is not None else \
-        [k % cfg.n_classes for k in range(keys)]
+    ids = Classes.of(cfg).labels(classes or None, keys)  # one line for a class of an unconditional run
+    if ids is None:
+        return None
     import paddle
 
     with paddle.no_grad():

@@ -16,13 +16,14 @@ runs/<name>/
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import numpy as np
 import paddle
 
 from paddle_gan_kit import snapshot
-from paddle_gan_kit.config import RESUMABLE_KEYS, TrainConfig, load_yaml, save_yaml, saved_config
+from paddle_gan_kit.config import FROM_DATA, RESUMABLE_KEYS, TrainConfig, load_yaml, save_yaml, saved_config
 from paddle_gan_kit.errors import GanKitError
 from paddle_gan_kit.models import build_generator, load_weights
 
@@ -82,7 +83,7 @@ class Run:
         merged, changed = previous.to_dict(), []
         for key in keys:
             new_value, old_value = getattr(resolved, key), merged[key]
-            if key in ("channels", "n_classes") and new_value is None:
+            if key in FROM_DATA and new_value is None:
                 continue  # inferred from the data, as the run did
             if new_value != old_value and key not in RESUMABLE_KEYS:
                 changed.append(f"{key}: run has {old_value!r}, now {new_value!r}")
@@ -92,7 +93,7 @@ class Run:
                               "drop those flags or start a new run with another --out")
         cfg = TrainConfig(**merged).resolve()
         run.changes = {k: (v, getattr(cfg, k)) for k, v in previous.to_dict().items()
-                       if getattr(cfg, k) != v and not (k in ("channels", "n_classes") and getattr(cfg, k) is None)}
+                       if getattr(cfg, k) != v and not (k in FROM_DATA and getattr(cfg, k) is None)}
         return run, cfg
 
     def prepare_dirs(self) -> None:
@@ -195,40 +196,14 @@ def run_dir_of(path: str) -> str:
 def generator_from_payload(payload: dict, origin: str, ema: bool = True):
     """``(generator in eval mode, TrainConfig)`` from a loaded snapshot (the EMA one when kept)."""
     cfg = saved_config(payload["config"])
+    if cfg.conditional and cfg.class_names is None and payload.get("class_names"):
+        # snapshots of 0.2.0 kept the names beside the config
+        cfg = dataclasses.replace(cfg, class_names=list(payload["class_names"]))
     generator = build_generator(cfg)
     weights = payload.get("generator_ema") if ema and payload.get("generator_ema") else payload["generator"]
     load_weights(generator, weights, f"snapshot {origin}")
     generator.eval()
-    if cfg.conditional:  # the classes a shared run was trained on travel with its generator
-        generator.class_names = list(payload.get("class_names") or [str(i) for i in range(cfg.n_classes)])
     return generator, cfg
-
-
-def class_index(generator, cfg, which) -> int:
-    """A class of a conditional run's generator from its name or index (``which``); one line
-    naming the close matches or the valid range otherwise."""
-    import difflib
-
-    if not cfg.conditional:
-        raise GanKitError("this run is unconditional, so it has no classes to choose from; train with "
-                          "--set conditional=true on labelled data, or drop --class/--classes")
-    names = getattr(generator, "class_names", None) or [str(i) for i in range(cfg.n_classes)]
-    text = str(which).strip()
-    if text in names:
-        return names.index(text)
-    lowered = [n.lower() for n in names]
-    if text.lower() in lowered:
-        return lowered.index(text.lower())
-    if text.lstrip("-").isdigit():
-        index = int(text)
-        if 0 <= index < len(names):
-            return index
-        raise GanKitError(f"class index {index} is out of range: this run has classes 0 to {len(names) - 1}")
-    close = difflib.get_close_matches(text, names, n=3, cutoff=0.5)
-    hint = f"did you mean {', '.join(close)}? " if close else ""
-    shown = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
-    raise GanKitError(f"unknown class {text!r}; {hint}this run's classes: {shown} (a name or an index 0 to "
-                      f"{len(names) - 1})")
 
 
 def load_generator(path: str, snapshot_name=None, ema: bool = True):

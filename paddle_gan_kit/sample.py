@@ -31,7 +31,8 @@ from paddle_gan_kit import fastconv
 from paddle_gan_kit.errors import ArgumentParser, GanKitError, cli_entry
 from paddle_gan_kit.images import upscale
 from paddle_gan_kit.latent import DEFAULT_BATCH_SIZE, generate_images, latents_for_seeds
-from paddle_gan_kit.run import class_index, generator_of
+from paddle_gan_kit.classes import Classes
+from paddle_gan_kit.run import generator_of
 
 SAMPLE_NAME = "seed_{:06d}.png"
 CLASS_SAMPLE_NAME = "class_{:03d}_seed_{:06d}.png"  # one class of a conditional run
@@ -60,21 +61,7 @@ def sample_images(run, n: int = 64, seed: int = 0, seeds=None, snapshot=None,
     seeds = sample_seeds(n, seed) if seeds is None else [int(s) for s in seeds]
     generator, cfg = generator_of(run, snapshot)
     z = latents_for_seeds(seeds, cfg.z_dim, cfg.z_dist)  # (N, z_dim)
-    return generate_images(generator, z, batch_size, class_labels(generator, cfg, labels, len(seeds))), seeds
-
-
-def class_labels(generator, cfg, labels, n: int):
-    """int64 (n,) classes for a conditional generator from ``labels`` (see ``sample_images``), or
-    None for an unconditional one (which refuses ``labels`` in one line)."""
-    if not cfg.conditional:
-        if labels is not None:
-            class_index(generator, cfg, labels if isinstance(labels, (str, int)) else labels[0])  # the one-line refusal
-        return None
-    if labels is None:
-        return (np.arange(n) % cfg.n_classes).astype(np.int64)
-    if isinstance(labels, (str, int, np.integer)):
-        return np.full(n, class_index(generator, cfg, labels), np.int64)
-    return np.array([class_index(generator, cfg, label) for label in labels], np.int64)
+    return generate_images(generator, z, batch_size, Classes.of(cfg).labels(labels, len(seeds))), seeds
 
 
 def _label_strip(text: str, width: int) -> np.ndarray:
@@ -177,17 +164,18 @@ def sample(run, n: int = 64, seed: int = 0, grid: str | None = None, out: str | 
     if out is not None:
         check_writable_file(os.path.join(out, SAMPLE_NAME.format(seeds[0])))
     generator, cfg = generator_of(run, snapshot)
+    classes = Classes.of(cfg)
     if per_class is not None:
-        class_index(generator, cfg, 0)  # one line for an unconditional run
-        labels = np.repeat(np.arange(cfg.n_classes), len(seeds))  # row c: class c
-        seeds, ncols = seeds * cfg.n_classes, len(seeds)
+        classes.require()
+        labels = np.repeat(np.arange(len(classes)), len(seeds))  # row c: class c
+        seeds, ncols = seeds * len(classes), len(seeds)
     else:
-        labels = class_labels(generator, cfg, klass, len(seeds))
+        labels = classes.labels(klass, len(seeds))
     images, seeds = sample_images((generator, cfg), seeds=seeds, batch_size=batch_size, labels=labels)
     if labels is None:
         captions = seeds
     else:  # the class's name on every tile, or on the first of each row of a per-class grid
-        captions = [f"{_short(generator, c)} {s}" if per_class is None or i % ncols == 0 else str(s)
+        captions = [f"{classes.names[c][:10]} {s}" if per_class is None or i % ncols == 0 else str(s)
                     for i, (c, s) in enumerate(zip(labels, seeds))]
     result = {"grid": None, "files": []}
     if grid is not None:
@@ -199,11 +187,6 @@ def sample(run, n: int = 64, seed: int = 0, grid: str | None = None, out: str | 
     if out is not None:
         result["files"] = save_samples(upscale(images, scale), seeds, out, labels)
     return result
-
-
-def _short(generator, label) -> str:
-    """A class's name for a caption (at most 10 characters)."""
-    return generator.class_names[int(label)][:10]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -24,6 +24,7 @@ import paddle
 
 import safe_files as files
 from paddle_gan_kit import fastconv, monitor
+from paddle_gan_kit.classes import Classes
 from paddle_gan_kit.config import MODELS, TrainConfig
 from paddle_gan_kit.data import BatchOrder, is_builtin_gems, load_images, prepare_root_of, to_tensor_batch
 from paddle_gan_kit.errors import GanKitError
@@ -92,31 +93,6 @@ def backbone_of(cfg: TrainConfig, download: bool = False) -> dict | None:
     if path is None and download:
         path = efficientnet_lite.download_weights()
     return {"name": "efficientnet_lite0", "sha256": efficientnet_lite.check_weights(path)}
-
-
-def classes_needed(cfg: TrainConfig, data) -> int | None:
-    """A conditional run's number of classes (the config's, else the data's); one line when the
-    data have no labels or more classes than the config says. None for an unconditional run."""
-    if not cfg.conditional:
-        return cfg.n_classes
-    if data.labels is None:
-        raise GanKitError("conditional=true needs labelled data, and these images have no classes: use class "
-                          "folders (python -m data_prep makes them labels), builtin:mnist, builtin:fashion_mnist or "
-                          "the built-in gems (labelled by their cut), or conditional=false")
-    found = int(np.max(data.labels)) + 1
-    wanted = cfg.n_classes or max(found, len(data.class_names or []))
-    if found > wanted:
-        raise GanKitError(f"the data have labels up to {found - 1}, more than n_classes={wanted}; raise n_classes or "
-                          "leave it unset")
-    return wanted
-
-
-def class_names_of(cfg: TrainConfig, data) -> list | None:
-    """The class names a conditional run keeps (the data's, else "0", "1", ...); None without classes."""
-    if not cfg.conditional:
-        return None
-    names = list(data.class_names or [])
-    return names + [str(i) for i in range(len(names), cfg.n_classes)]
 
 
 def check_same_backbone(found, backbone: dict | None) -> None:
@@ -197,9 +173,10 @@ class Trainer:
         paddle.set_device(self.device)
         self.data = load_images(cfg.data, cfg.size, fit=cfg.fit, gems_count=cfg.gems_count,
                                 prepare_root=prepare_root_of(self.run.dir), progress=progress and self.rank == 0)
+        classes = Classes.for_training(cfg, self.data)
         self.cfg = cfg = dataclasses.replace(cfg, channels=cfg.channels or self.data.channels,
-                                             n_classes=classes_needed(cfg, self.data))
-        self.class_names = class_names_of(cfg, self.data)
+                                             n_classes=len(classes) or cfg.n_classes,
+                                             class_names=list(classes.names) or None)
         self.order = BatchOrder(len(self.data), cfg.batch_size, cfg.seed, self.rank, self.world_size)
         # after the data: a run refused for its data never waits for a build
         convolutions = fastconv.configure(cfg.conv_backend, self.device,
@@ -400,7 +377,6 @@ class Trainer:
             "conv_backend": fastconv.backend(),
             "paddle_version": paddle.__version__,
             "backbone": self.backbone,
-            "class_names": self.class_names,
         }
 
     def save_snapshot(self) -> str | None:

@@ -78,14 +78,14 @@ def test_a_conditional_generator_takes_labels_or_embeddings_and_they_agree():
 def test_a_conditional_step_trains_the_class_parts_and_keeps_the_class_names(tmp_path):
     cfg = tiny_config(tmp_path / "run", "dcgan", **CONDITIONAL, steps=2, snapshot_every=2)
     trainer = Trainer(cfg, progress=False)
-    assert trainer.cfg.n_classes == 10 and trainer.class_names == [str(d) for d in range(10)]
+    assert trainer.cfg.n_classes == 10 and trainer.cfg.class_names == [str(d) for d in range(10)]
     d_embed = trainer.objective.discriminator.embed.weight.numpy().copy()
     g_embed = trainer.objective.generator.embed.weight.numpy().copy()
     trainer.fit()
     assert not np.array_equal(trainer.objective.discriminator.embed.weight.numpy(), d_embed)
     assert not np.array_equal(trainer.objective.generator.embed.weight.numpy(), g_embed)
     payload = params_of(str(tmp_path / "run"), 2)
-    assert payload["class_names"] == [str(d) for d in range(10)] and payload["config"]["n_classes"] == 10
+    assert payload["config"]["class_names"] == [str(d) for d in range(10)] and payload["config"]["n_classes"] == 10
     grid = iio.imread(tmp_path / "run" / "samples" / "step_00000002.png")
     assert grid.shape[0] == 4 * (16 + 2) + 2  # 16 samples, one class per row of 4
 
@@ -293,3 +293,41 @@ def test_evaluation_of_a_conditional_run_is_per_class_too(tmp_path, mnist_condit
                          progress=False)
     scalars, _ = vdl_records(str(tmp_path / "run"))
     assert [s for s, _ in scalars["eval/intra_fid"]] == [2] and "eval/class_agreement" in scalars
+
+
+def test_the_run_classes_are_one_owner_read_from_the_config(tmp_path):
+    from paddle_gan_kit.classes import Classes
+    from paddle_gan_kit.run import generator_from_payload
+
+    names = [f"digit{d}" for d in range(10)]
+    out = tmp_path / "named"
+    paddle_gan_kit.train(tiny_config(out, "dcgan", **CONDITIONAL, steps=1, class_names=names), progress=False)
+    generator, cfg = paddle_gan_kit.load_generator(str(out))
+    classes = Classes.of(cfg)
+    assert classes.names == tuple(names) and classes.index("DIGIT7") == 7 and classes.index("3") == 3
+    assert list(classes.labels(None, 12)) == [*range(10), 0, 1]
+    assert list(classes.labels("digit2", 3)) == [2, 2, 2] and list(classes.labels([1, "digit9"], 2)) == [1, 9]
+    with pytest.raises(paddle_gan_kit.GanKitError, match="class index 10 is out of range: this run has classes 0 to 9"):
+        classes.index(10)
+    with pytest.raises(paddle_gan_kit.GanKitError, match="this run is unconditional"):
+        Classes().labels("digit1", 2)
+    assert Classes().labels(None, 2) is None
+    # a snapshot of 0.2.0 kept the names beside its config; they still name the classes
+    payload = params_of(str(out), 1)
+    payload["config"].pop("class_names")
+    payload["class_names"] = list("abcdefghij")
+    _, old_cfg = generator_from_payload(payload, "old")
+    assert Classes.of(old_cfg).names == tuple("abcdefghij")
+    # and the CLIs take them
+    result = run_cli("paddle_gan_kit.sample", out, "--class", "digit4", "--n", 2, "--grid", tmp_path / "four.png")
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("setting,message", [
+    ("class_names=[a,b]", "class_names must name each class once (2 names, 2 different, for n_classes=10)"),
+    ("class_names=[a,a,b,c,d,e,f,g,h,i]", "(10 names, 9 different"),
+])
+def test_class_names_that_do_not_name_each_class_once_are_refused(tmp_path, setting, message):
+    result = run_cli("paddle_gan_kit.train", "--data", "builtin:mnist", "--size", "16", "--out", tmp_path / "run",
+                     "--set", "conditional=true", "--set", "n_classes=10", "--set", setting)
+    assert_one_line_error(result, message)

@@ -11,8 +11,9 @@ import paddle
 from paddle import nn
 
 from paddle_gan_kit.config import parse_size
-from paddle_gan_kit.models.layers import (BatchNorm2D, Conv2D, Conv2DTranspose, LeakyReLU, ReLU, SampleLayerNorm,
-                                          SpectralConv2D, UpsampleConv2D, run_layers)
+from paddle_gan_kit.models.layers import (CLASS_EMBEDDING, BatchNorm2D, ClassConditionalBatchNorm2D, Conv2D,
+                                          Conv2DTranspose, LeakyReLU, ReLU, SampleLayerNorm, SpectralConv2D,
+                                          UpsampleConv2D, run_layers)
 
 
 def stage_channels(k: int, base: int, max_channels: int) -> list[int]:
@@ -28,33 +29,6 @@ def upsample_conv(c_in: int, c_out: int, upsample: str, bias: bool) -> list:
     if upsample == "transposed":
         return [Conv2DTranspose(c_in, c_out, 4, 2, 1, bias_attr=bias_attr)]  # (N, c_out, 2h, 2w)
     return [UpsampleConv2D(c_in, c_out, bias_attr=bias_attr)]  # (N, c_out, 2h, 2w)
-
-
-CLASS_EMBEDDING = 128  # width of a conditional G's one class embedding (BigGAN's shared embedding)
-
-
-class ClassConditionalBatchNorm2D(nn.Layer):
-    """BatchNorm whose scale and shift come from the class: x_hat * (1 + gain(e)) + shift(e), with
-    e (N, E) the class embedding and gain, shift linear maps of it (conditional BatchNorm, de Vries
-    et al. 2017, as BigGAN derives every layer's from one shared embedding). Both maps start near
-    zero (DCGAN's initialisation), so a new G is the unconditional one. (N, C, H, W) -> the same."""
-
-    def __init__(self, channels: int, embedding: int = CLASS_EMBEDDING):
-        super().__init__()
-        # a fixed scale of 1 and shift of 0 (never trained) rather than none: paddle2onnx 1.x, the
-        # ONNX converter of Paddle 2.6, aborts on a batch_norm without them
-        fixed = dict(learning_rate=0.0, trainable=False)
-        self.norm = nn.BatchNorm2D(channels, weight_attr=paddle.ParamAttr(initializer=nn.initializer.Constant(1.0), **fixed),
-                                   bias_attr=paddle.ParamAttr(initializer=nn.initializer.Constant(0.0), **fixed))
-        self.gain, self.shift = nn.Linear(embedding, channels), nn.Linear(embedding, channels)
-
-    def forward(self, x, e):
-        c, h, w = x.shape[1], x.shape[2], x.shape[3]
-        # through a (N, C, H*W) view: Paddle's CPU kernels broadcast along a trailing axis fast
-        # and a (N, C, 1, 1) operand slowly; batch "0" is the input's, so an export keeps it dynamic
-        flat = self.norm(x).reshape([0, c, h * w])
-        out = flat * (1.0 + self.gain(e)).reshape([0, c, 1]) + self.shift(e).reshape([0, c, 1])
-        return out.reshape([0, c, h, w])
 
 
 class Generator(nn.Layer):
@@ -97,12 +71,9 @@ class Generator(nn.Layer):
 
     def forward(self, z, labels=None, embedding=None):
         x = z.reshape([z.shape[0], self.z_dim, 1, 1])  # (N, z_dim, 1, 1)
-        if self.embed is None:
-            return run_layers(self.net, x)  # (N, C, size, size)
-        e = self.class_embedding(labels) if embedding is None else embedding  # (N, E)
-        for layer in self.net:
-            x = layer(x, e) if isinstance(layer, ClassConditionalBatchNorm2D) else layer(x)
-        return x  # (N, C, size, size)
+        if self.embed is not None and embedding is None:
+            embedding = self.class_embedding(labels)  # (N, E)
+        return run_layers(self.net, x, embedding)  # (N, C, size, size)
 
 
 def norm_layer(kind: str, channels: int) -> nn.Layer:

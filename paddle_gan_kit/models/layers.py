@@ -142,8 +142,37 @@ class BatchNorm2D(nn.BatchNorm2D):
         return (centred * scale + self.bias.reshape([c, 1])).reshape([n, c, h, w])
 
 
-def run_layers(layers, x):
-    """``x`` through ``layers`` in order, as ``nn.Sequential`` does, except in inference (no
+CLASS_EMBEDDING = 128  # width of a conditional G's one class embedding (BigGAN's shared embedding)
+
+
+class ClassConditionalBatchNorm2D(nn.Layer):
+    """BatchNorm whose scale and shift come from the class: x_hat * (1 + gain(e)) + shift(e), with
+    e (N, E) the class embedding and gain, shift linear maps of it (conditional BatchNorm, de Vries
+    et al. 2017, as BigGAN derives every layer's from one shared embedding). Both maps start near
+    zero (DCGAN's initialisation), so a new G is the unconditional one. (N, C, H, W) -> the same."""
+
+    def __init__(self, channels: int, embedding: int = CLASS_EMBEDDING):
+        super().__init__()
+        # a fixed scale of 1 and shift of 0 (never trained) rather than none: paddle2onnx 1.x, the
+        # ONNX converter of Paddle 2.6, aborts on a batch_norm without them
+        fixed = dict(learning_rate=0.0, trainable=False)
+        self.norm = nn.BatchNorm2D(channels, weight_attr=paddle.ParamAttr(initializer=nn.initializer.Constant(1.0), **fixed),
+                                   bias_attr=paddle.ParamAttr(initializer=nn.initializer.Constant(0.0), **fixed))
+        self.gain, self.shift = nn.Linear(embedding, channels), nn.Linear(embedding, channels)
+
+    def forward(self, x, e):
+        c, h, w = x.shape[1], x.shape[2], x.shape[3]
+        # through a (N, C, H*W) view: Paddle's CPU kernels broadcast along a trailing axis fast
+        # and a (N, C, 1, 1) operand slowly; batch "0" is the input's, so an export keeps it dynamic
+        flat = self.norm(x).reshape([0, c, h * w])
+        out = flat * (1.0 + self.gain(e)).reshape([0, c, 1]) + self.shift(e).reshape([0, c, 1])
+        return out.reshape([0, c, h, w])
+
+
+
+def run_layers(layers, x, embedding=None):
+    """``x`` through ``layers`` in order, as ``nn.Sequential`` does (a
+    ``ClassConditionalBatchNorm2D`` also reads the class ``embedding`` (N, E)), except in inference (no
     gradients being recorded, eval mode): there a ``BatchNorm2D`` followed by a ``ReLU`` or
     ``LeakyReLU`` runs as one threaded pass on the oneDNN backend (``fastconv.affine_activation``:
     the normalisation folded into a per-channel scale and shift, then the activation), where
@@ -159,7 +188,7 @@ def run_layers(layers, x):
             if fused is not None:
                 x, i = fused, i + 2
                 continue
-        x, i = layer(x), i + 1
+        x, i = (layer(x, embedding) if isinstance(layer, ClassConditionalBatchNorm2D) else layer(x)), i + 1
     return x
 
 
