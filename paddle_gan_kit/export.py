@@ -37,12 +37,13 @@ from safe_files import atomic_path, write_text_atomic
 from paddle_gan_kit import fastconv
 from paddle_gan_kit.errors import ArgumentParser, GanKitError, cli_entry
 from paddle_gan_kit.classes import Classes
-from paddle_gan_kit.run import load_generator
+from paddle_gan_kit import snapshot as snapshots
+from paddle_gan_kit.run import generator_from_payload, resolve_snapshot, run_dir_of
 from paddle_gan_kit.runtime import silenced_output
 
 MODEL_NAME = "generator"
 META_NAME = "meta.json"  # not generator.*: paddle.jit.load reads files by that prefix
-FORMATS = ("paddle", "onnx")
+FORMATS = ("paddle", "onnx", "web")
 ONNX_OPSET = 11  # onnxruntime runs it everywhere; the generator needs nothing newer
 
 
@@ -76,12 +77,15 @@ def export_generator(run: str, out: str, snapshot=None, format: str = "paddle") 
 
     Returns the path prefix to pass to ``paddle.jit.load``. ``out`` must not hold files yet.
     """
-    if format not in FORMATS:
-        raise GanKitError(f"unknown --format {format!r}; use {' or '.join(FORMATS)}")
+    if format not in FORMATS[:2]:
+        raise GanKitError(f"unknown format {format!r} for export_generator; use {' or '.join(FORMATS[:2])} (the web "
+                          "page: paddle_gan_kit.web.export_site)")
     converter = _paddle2onnx() if format == "onnx" else None
     if os.path.isdir(out) and os.listdir(out):
         raise GanKitError(f"--out {out} is not empty; choose a new folder (an export is never overwritten)")
-    generator, cfg = load_generator(run, snapshot)
+    file = resolve_snapshot(run, snapshot)
+    payload = snapshots.read_snapshot(file)
+    generator, cfg = generator_from_payload(payload, file)
     specs = [paddle.static.InputSpec(shape=[None, cfg.z_dim], dtype="float32", name="z")]
     if cfg.conditional:  # a conditional generator's second input: the class of each image
         specs.append(paddle.static.InputSpec(shape=[None], dtype="int64", name="label"))
@@ -94,8 +98,10 @@ def export_generator(run: str, out: str, snapshot=None, format: str = "paddle") 
                   "distribution": "N(0, 1)" if cfg.z_dist == "normal" else "U(-1, 1)"},
         "output": {"shape": [None, cfg.channels, cfg.size, cfg.size], "dtype": "float32", "range": [-1.0, 1.0],
                    "layout": "NCHW", "to_uint8": "clip((x + 1) * 127.5 + 0.5, 0, 255)"},
-        "model": cfg.model, "size": cfg.size, "channels": cfg.channels, "z_dim": cfg.z_dim,
-        "source": os.path.abspath(run), "snapshot": snapshot, "paddle": paddle.__version__,
+        "model": cfg.model, "size": cfg.size, "channels": cfg.channels, "z_dim": cfg.z_dim, "z_dist": cfg.z_dist,
+        # the run's name and step only: an export is shared, and holds no path of this machine
+        "run": os.path.basename(run_dir_of(os.path.abspath(run))), "snapshot": os.path.basename(file),
+        "step": int(payload["step"]), "paddle": paddle.__version__,
     }
     if cfg.conditional:
         meta["label"] = {"name": "label", "shape": [None], "dtype": "int64", "classes": list(Classes.of(cfg).names)}
@@ -128,14 +134,29 @@ def build_parser() -> ArgumentParser:
     parser.add_run_arguments()
     parser.add_argument("--out", required=True, help="new (or empty) folder for generator.* files")
     parser.add_argument("--format", choices=FORMATS, default="paddle",
-                        help=f"paddle (paddle.jit.save), or onnx: that plus generator.onnx (opset {ONNX_OPSET}; "
-                             'needs pip install -e ".[onnx]")')
+                        help=f"paddle (paddle.jit.save), onnx: that plus generator.onnx (opset {ONNX_OPSET}; "
+                             'needs pip install -e ".[onnx]"), or web: a static page that runs generator.onnx in '
+                             "the visitor's browser")
+    parser.add_argument("--runtime", metavar="TGZ", help="web: onnxruntime-web's npm tarball (npm pack "
+                                                         "onnxruntime-web@1.20.1); default: $PADDLE_GAN_KIT_ORT_WEB "
+                                                         "or the cache folder's")
+    parser.add_argument("--download", action="store_true", help="web: fetch that tarball from the npm registry "
+                                                                "once into the cache folder (sha256 checked)")
     return parser
 
 
 @cli_entry
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if args.format == "web":
+        from paddle_gan_kit.web import export_site
+
+        page = export_site(args.run, args.out, snapshot=args.snapshot, runtime=args.runtime, download=args.download)
+        print(f"wrote the page {page} ({', '.join(sorted(os.listdir(args.out)))}); serve the folder from any static "
+              f"host, or try it here: python -m http.server --directory {args.out}")
+        return 0
+    if args.runtime or args.download:
+        raise GanKitError("--runtime and --download are for --format web; drop them or add --format web")
     prefix = export_generator(args.run, args.out, snapshot=args.snapshot, format=args.format)
     files = sorted(os.listdir(os.path.dirname(prefix) or "."))
     print(f"exported to {prefix} ({', '.join(files)}); load with paddle.jit.load({prefix!r})")

