@@ -167,8 +167,14 @@ def test_notebooks_run_top_to_bottom(tmp_path):
         assert list((run / "eval").glob("step_*.classifier.n16.json")), f"no FID/KID result in {run}"
 
     # 04: latent walk through favourites of 02's run
-    execute("04_latent_walk.ipynb", tmp_path, PGK_WORK_DIR=work, PGK_SIZE=16, PGK_N_SAMPLES=8,
-            PGK_FRAMES=FRAMES, PGK_FAVOURITES=FAVOURITES, PGK_SCALE=2)
+    nb = execute("04_latent_walk.ipynb", tmp_path, PGK_WORK_DIR=work, PGK_SIZE=16, PGK_N_SAMPLES=8,
+                 PGK_FRAMES=FRAMES, PGK_FAVOURITES=FAVOURITES, PGK_SCALE=2, PGK_WEB_DOWNLOAD=0)
+    # it ends with the web page: exported where the runtime is here, else a line saying how to get it
+    last = "".join(out.get("text", "") for out in nb.cells[-1].outputs)
+    if os.environ.get("PADDLE_GAN_KIT_ORT_WEB"):
+        assert (work / "site" / "dcgan_16" / "index.html").is_file() and "web page:" in last, last
+    else:
+        assert "npm pack onnxruntime-web@" in last, last
     grid = Image.open(work / "walks" / "dcgan_16_samples.png")
     assert grid.size[0] > 32
     gif = Image.open(work / "walks" / "dcgan_16_walk.gif")
