@@ -148,7 +148,7 @@ def main() -> None:
                     float(values_["loss_g"])
                     train_s += time.perf_counter() - t0
                     cfg = trainer.cfg
-                    scores = evaluator(trainer.objective.sampling_generator, cfg.z_dim, cfg.z_dist, cfg.conditional)
+                    scores = evaluator(trainer.objective.measure_ema_batchnorm(), cfg.z_dim, cfg.z_dist, cfg.conditional)
                     line = {"recipe": label, "dataset": dataset, "seed": seed, "step": trainer.step,
                             "fd": round(scores["fid"], 3), "kid": round(scores["kid_mean"], 5),
                             "precision": round(scores["precision"], 4), "recall": round(scores["recall"], 4),

@@ -74,7 +74,7 @@ class AdversarialStep:
     when logged).
     """
 
-    def __init__(self, cfg, world_size: int = 1):
+    def __init__(self, cfg, world_size: int = 1, label_pool=None):
         self.cfg = cfg
         self.loss = losses.LOSSES[cfg.loss]
         self.regularisers = [(name, reg) for name, reg in losses.REGULARISERS.items()
@@ -82,7 +82,7 @@ class AdversarialStep:
         self.batches_per_step = cfg.n_critic
         self.world_size = world_size
         self.augment = DiffAugment(cfg.augment)
-        self.label_pool = None  # a conditional run's training labels, int64 (N,), set by the trainer
+        self.label_pool = label_pool  # a conditional run's training labels, int64 (N,) on the device
         self.updates = 0  # generator updates so far (the EMA's ramp-up counts them)
         self._condition_weight_set = None  # the condition_weight the nets hold, when this step set it
         # weights are seeded by cfg.seed, identical on every rank
@@ -121,15 +121,18 @@ class AdversarialStep:
 
     @property
     def sampling_generator(self) -> paddle.nn.Layer:
-        """The generator that samples, walks, evaluations and exports use: the EMA one when
-        kept, with BatchNorm statistics measured on its own activations (see
-        ``recalibrate_batchnorm``)."""
-        if self.generator_ema is None:
-            return self.generator
-        if self._calibrated_at != self.updates:
+        """The generator that samples, walks, evaluations and exports use: the EMA one when kept
+        (call ``measure_ema_batchnorm`` first, so its BatchNorm statistics are its own)."""
+        return self.generator if self.generator_ema is None else self.generator_ema
+
+    def measure_ema_batchnorm(self) -> paddle.nn.Layer:
+        """Measure the EMA generator's BatchNorm statistics on its own activations when its weights
+        moved since the last time (``recalibrate_batchnorm``: 8 forward passes); returns the
+        sampling generator."""
+        if self.generator_ema is not None and self._calibrated_at != self.updates:
             recalibrate_batchnorm(self.generator_ema, self.cfg, batch_size=min(self.cfg.batch_size, 64))
             self._calibrated_at = self.updates
-        return self.generator_ema
+        return self.sampling_generator
 
     # ---- one step ----------------------------------------------------------------------------
     def noise(self, n: int):
@@ -301,7 +304,7 @@ class AdversarialStep:
 
     def _update_ema(self) -> None:
         # BatchNorm's running statistics are not averaged: they are measured on the EMA
-        # generator itself when it is used (``sampling_generator``)
+        # generator itself before it is used (``measure_ema_batchnorm``)
         decay = self.ema_decay()
         with paddle.no_grad():
             pairs = zip(self.generator_ema.parameters(), self.generator.parameters(), self._g_trainable)
@@ -311,12 +314,13 @@ class AdversarialStep:
 
     # ---- snapshots -----------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        """Everything of the step a snapshot keeps, as numpy arrays and plain values (the EMA
-        generator with its BatchNorm statistics measured, as it samples)."""
+        """Everything of the step a snapshot keeps, as numpy arrays and plain values; the EMA
+        generator's BatchNorm statistics are measured first, so it is kept as it samples."""
+        ema = self.measure_ema_batchnorm() if self.generator_ema is not None else None
         return {
             "generator": state_arrays(self.generator),
             "discriminator": state_arrays(self.discriminator),
-            "generator_ema": state_arrays(self.sampling_generator) if self.generator_ema is not None else None,
+            "generator_ema": state_arrays(ema) if ema is not None else None,
             "opt_g": self._optimizer_state("opt_g", self.opt_g, self.generator),
             "opt_d": self._optimizer_state("opt_d", self.opt_d, self.discriminator),
             "amp_scalers": {k: s.state_dict() for k, s in self.scalers.items()} if self.scalers else None,
@@ -376,9 +380,10 @@ class ProjectedStep(AdversarialStep):
         return out if self.cfg.amp == "off" else out.astype("float32")
 
 
-def build_step(cfg, world_size: int = 1) -> AdversarialStep:
-    """The training step for a resolved config: ``ProjectedStep`` for the projected D."""
-    return (ProjectedStep if cfg.d_arch == "projected" else AdversarialStep)(cfg, world_size)
+def build_step(cfg, world_size: int = 1, label_pool=None) -> AdversarialStep:
+    """The training step for a resolved config (``label_pool``: a conditional run's training labels,
+    int64 (N,) on the device): ``ProjectedStep`` for the projected D."""
+    return (ProjectedStep if cfg.d_arch == "projected" else AdversarialStep)(cfg, world_size, label_pool)
 
 
 def recalibrate_batchnorm(generator: paddle.nn.Layer, cfg, batch_size: int = 64, batches: int = 8) -> None:

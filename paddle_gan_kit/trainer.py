@@ -34,7 +34,6 @@ from paddle_gan_kit.metrics import Evaluator
 from paddle_gan_kit.metrics.evaluator import choose_extractor, default_metrics
 from paddle_gan_kit.models import count_parameters, efficientnet_lite
 from paddle_gan_kit.rng import seed_step
-from paddle_gan_kit import snapshot
 from paddle_gan_kit.run import Diverged, Run
 from paddle_gan_kit.steps import build_step
 
@@ -190,9 +189,8 @@ class Trainer:
                    for path, why in (found.skipped if found else [])]
         for line in filter(None, [notice, convolutions, *skipped]):
             self.reporter.info(line)
-        self.objective = build_step(cfg, self.world_size)
-        if cfg.conditional:
-            self.objective.label_pool = paddle.to_tensor(np.asarray(self.data.labels, np.int64))
+        labels = paddle.to_tensor(np.asarray(self.data.labels, np.int64)) if cfg.conditional else None
+        self.objective = build_step(cfg, self.world_size, labels)
         self.fixed_noise = draw_latents(np.random.default_rng([cfg.seed, 1]), cfg.n_samples, cfg.z_dim, cfg.z_dist)
         self.step, self.history, self.setting_changes = 0, [], []
         self.train_seconds = 0.0  # training time of all sessions of the run (evaluation excluded)
@@ -265,7 +263,7 @@ class Trainer:
                     if self.step % cfg.sample_every == 0:
                         self.write_samples()
                     if cfg.eval_every and self.step % cfg.eval_every == 0:
-                        reporter.evaluate(self.step, objective.sampling_generator, self._save_best)
+                        reporter.evaluate(self.step, objective.measure_ema_batchnorm(), self._save_best)
                         clock = time.perf_counter()  # evaluation is a measurement, not training time
                     if caught[0] is not None:
                         status, self.stop_signal = "interrupted", caught[0]
@@ -336,10 +334,7 @@ class Trainer:
         self.reporter.settings_changed(self.step, changes)
 
     def _snapshot_note(self) -> str:
-        size = len(snapshot.encode(self.payload()))
-        if self.step == 0:  # Adam's two moments per weight appear with the first update
-            nets = self.objective
-            size += 2 * 4 * (count_parameters(nets.generator) + count_parameters(nets.discriminator))
+        size = self.snapshot_bytes()
         keep, free = self.cfg.keep_snapshots, files.free_bytes(self.run.dir)
         note = (f"snapshots: {files.mib(size)} each, the newest {keep} kept (keep_snapshots) in "
                 f"{self.run.snapshot_dir}; {files.mib(free)} free there")
@@ -347,6 +342,15 @@ class Trainer:
             note += (f"; warning: that is less than {keep + 1} snapshots, so the disk may fill up: free space "
                      "or lower keep_snapshots")
         return note
+
+    def snapshot_bytes(self) -> int:
+        """About how large a snapshot of this run is: every float32 of the nets' state (G, D, the EMA
+        G) and Adam's two moments per trained weight, plus the history and metadata's few KiB."""
+        nets = self.objective
+        own = [nets.generator, nets.discriminator] + ([nets.generator_ema] if nets.generator_ema is not None else [])
+        arrays = sum(int(np.prod(v.shape)) for net in own for v in net.state_dict().values())
+        moments = 2 * (count_parameters(nets.generator) + count_parameters(nets.discriminator))
+        return 4 * (arrays + moments) + 64 * 1024
 
     def fixed_labels(self) -> np.ndarray | None:
         """A conditional run's sample-grid classes: one class per row of the grid, in turn."""
@@ -357,7 +361,7 @@ class Trainer:
 
     def write_samples(self) -> None:
         """The sample grid of the current step (and losses.png), from the sampling generator."""
-        self.reporter.samples(self.step, self.objective.sampling_generator, self.fixed_noise, self.history,
+        self.reporter.samples(self.step, self.objective.measure_ema_batchnorm(), self.fixed_noise, self.history,
                               self.fixed_labels())
 
     # ---- snapshots -------------------------------------------------------------------------------
