@@ -17,7 +17,7 @@ from dataclasses import dataclass, fields
 import yaml
 
 from safe_files import write_text_atomic
-from paddle_gan_kit import augment
+from paddle_gan_kit import augment, changes
 from paddle_gan_kit.errors import GanKitError
 
 CONV_BACKEND_ENV = "PADDLE_GAN_KIT_CONV_BACKEND"
@@ -185,29 +185,17 @@ _CHOICES = {
     "eval_extractor": ("auto", "inception", "classifier", "mobilenet_v2"),
 }
 
-# Keys of earlier versions: what they became, for configs and snapshots written by them.
-_RENAMED = {"critic_norm": "d_norm"}
-_REMOVED = {"compile"}  # paddle.jit.to_static training: lost the penalty's gradients (docs/speed.md)
-
-# Options of 0.1.0 that measured no gain anywhere they were tried (docs/quality.md has the
-# numbers), removed in 0.2.0, each with the value that meant "off" (_ANY: off whatever its value,
-# since its weight was the switch). A saved config holding the off value loads as before; one
-# that used the option is refused in one line, and so is any config or --set that names it.
-REMOVED_IN, LAST_WITH = "0.2.0", "0.1.0"
-_ANY = object()
-_REMOVED_OPTIONS = {
-    "g_coords": False, "d_coords": False, "d_scales": 1, "g_attention": 0, "d_attention": 0, "d_recon_weight": 0.0,
-    "g_self_modulation": False, "g_skip": False, "d_mbstd": 0, "lecam_weight": 0.0, "lecam_decay": _ANY,
-    "cr_weight": 0.0, "cr_augment": _ANY, "color_strength": 1.0, "augment_p": 1.0,
-}
-# values of options that stay, removed the same way
-_REMOVED_VALUES = {"augment": ("flip", "scale", "hue"), "g_upsample": ("bilinear",)}
+# What earlier versions wrote that this one reads differently is one table: changes.CHANGES.
+_REMOVED_OPTIONS = changes.removed()
+_REMOVED_VALUES = changes.removed_values()
+_RENAMED = {c.key: c for c in changes.of_kind("renamed")}
 
 
-def removed_message(what: str) -> str:
-    """One line for a removed option or value: since when, which version has it, where its finding is."""
-    return (f"{what} was removed in paddle_gan_kit {REMOVED_IN}: it measured no gain (docs/quality.md); "
-            f"drop it, or use paddle_gan_kit {LAST_WITH} for a run that needs it")
+def removed_message(what: str, change) -> str:
+    """One line for a removed option or value (its row of ``changes.CHANGES``): since when, which
+    version has it, where its finding is."""
+    return (f"{what} was removed in paddle_gan_kit {change.version}: it {change.note}; drop it, or use "
+            f"paddle_gan_kit {changes.previous(change.version)} for a run that needs it")
 
 
 def field_names() -> list[str]:
@@ -229,7 +217,7 @@ def _field_type(name: str):
 def coerce(name: str, value):
     """Check ``value`` against the type of key ``name`` (int -> float allowed)."""
     if name in _REMOVED_OPTIONS:
-        raise GanKitError(removed_message(f"config key '{name}'"))
+        raise GanKitError(removed_message(f"config key '{name}'", _REMOVED_OPTIONS[name]))
     if name not in field_names():
         raise GanKitError(unknown_key_message(name))
     tp, optional = _field_type(name)
@@ -268,7 +256,8 @@ def unknown_key_message(name: str) -> str:
     """One line naming the unknown key, a close match if any, and the valid keys."""
     names = field_names()
     if name in _RENAMED:
-        return f"config key '{name}' is now called '{_RENAMED[name]}'; e.g. --set {_RENAMED[name]}=layer"
+        new = _RENAMED[name].value
+        return f"config key '{name}' is now called '{new}'; e.g. --set {new}=layer"
     close = difflib.get_close_matches(name, names, n=1)
     hint = f" (did you mean '{close[0]}'?)" if close else ""
     return f"unknown config key '{name}'{hint}; valid keys: {', '.join(names)}"
@@ -295,8 +284,8 @@ def validate(cfg: TrainConfig) -> None:
     parse_size(cfg.size)
     for key, allowed in _CHOICES.items():
         value = getattr(cfg, key)
-        if value in _REMOVED_VALUES.get(key, ()):
-            raise GanKitError(removed_message(f"{key}={value}"))
+        if key in _REMOVED_VALUES and value in _REMOVED_VALUES[key].value:
+            raise GanKitError(removed_message(f"{key}={value}", _REMOVED_VALUES[key]))
         if value is not None and value not in allowed:
             raise GanKitError(f"config key '{key}' is {value!r}; allowed: {', '.join(allowed)}")
     if cfg.channels not in (None, 1, 3):
@@ -355,8 +344,9 @@ def validate(cfg: TrainConfig) -> None:
                           "double backward; Projected GAN trains without one): use --model dcgan, or "
                           "--set gp_weight=0 --set r1_gamma=0")
     for name in augment.unknown(cfg.augment):
-        if name in _REMOVED_VALUES["augment"]:
-            raise GanKitError(removed_message(f"the augmentation '{name}'") + f" (keep {','.join(augment.AUGMENTS)})")
+        if name in _REMOVED_VALUES["augment"].value:
+            raise GanKitError(removed_message(f"the augmentation '{name}'", _REMOVED_VALUES["augment"])
+                              + f" (keep {','.join(augment.AUGMENTS)})")
         raise GanKitError(f"unknown augmentation {name!r} in augment; use any of {','.join(augment.AUGMENTS)} "
                           "(comma-separated), e.g. --set augment=translation,cutout,color")
 
@@ -422,27 +412,29 @@ def build_config(base: typing.Optional[dict] = None, **overrides) -> TrainConfig
 
 def saved_config(values: dict) -> TrainConfig:
     """The resolved config a run saved (in config.yaml or a snapshot), from this or an earlier
-    version: renamed keys are carried over, removed ones dropped (a removed option that the run
-    used is refused in one line), and presets filled in."""
-    values = dict(values)
-    for key, off in _REMOVED_OPTIONS.items():
-        if key in values:
+    version, carried over by ``changes.CHANGES``: renamed keys renamed, dropped ones dropped,
+    meaningless values reset, a removed option or value that the run used refused in one line
+    (one it held off is dropped); then presets filled in."""
+    saved, values = dict(values), dict(values)
+    for change in changes.CHANGES:
+        key = change.key
+        if change.kind == "removed_option" and key in values:
             value = values.pop(key)
-            if off is not _ANY and value != off:
-                raise GanKitError(removed_message(f"this run uses {key}={value}, an option that"))
-    for key, gone in _REMOVED_VALUES.items():
-        used = [name for name in str(values.get(key) or "").split(",") if name.strip() in gone]
-        if used:
-            raise GanKitError(removed_message(f"this run uses {key}={values[key]}, whose '{used[0].strip()}'"))
-    for old, new in _RENAMED.items():
-        if old in values:
-            value = values.pop(old)
-            if values.get("model") == "wgan_gp":  # the only model that read critic_norm
-                values.setdefault(new, value)
-    for key in _REMOVED:
-        values.pop(key, None)
-    if values.get("model") == "dcgan" and "loss" not in values:
-        values["gp_weight"] = None  # earlier versions stored an unused 10.0 for DCGAN
+            if change.value is not changes.ANY and value != change.value:
+                raise GanKitError(removed_message(f"this run uses {key}={value}, an option that", change))
+        elif change.kind == "removed_values":
+            used = [name for name in str(values.get(key) or "").split(",") if name.strip() in change.value]
+            if used:
+                raise GanKitError(removed_message(f"this run uses {key}={values[key]}, whose '{used[0].strip()}'",
+                                                  change))
+        elif change.kind == "renamed" and key in values:
+            value = values.pop(key)
+            if change.when(saved):
+                values.setdefault(change.value, value)
+        elif change.kind == "dropped":
+            values.pop(key, None)
+        elif change.kind == "reset" and change.when(saved):
+            values[key] = change.value
     return build_config(values).resolve()
 
 

@@ -22,7 +22,7 @@ import os
 import numpy as np
 import paddle
 
-from paddle_gan_kit import snapshot
+from paddle_gan_kit import changes, snapshot
 from paddle_gan_kit.config import FROM_DATA, RESUMABLE_KEYS, TrainConfig, load_yaml, save_yaml, saved_config
 from paddle_gan_kit.errors import GanKitError
 from paddle_gan_kit.models import build_generator, load_weights
@@ -196,9 +196,9 @@ def run_dir_of(path: str) -> str:
 def generator_from_payload(payload: dict, origin: str, ema: bool = True):
     """``(generator in eval mode, TrainConfig)`` from a loaded snapshot (the EMA one when kept)."""
     cfg = saved_config(payload["config"])
-    if cfg.conditional and cfg.class_names is None and payload.get("class_names"):
-        # snapshots of 0.2.0 kept the names beside the config
-        cfg = dataclasses.replace(cfg, class_names=list(payload["class_names"]))
+    for change in changes.of_kind("into_config"):  # what earlier snapshots kept beside the config
+        if getattr(cfg, change.key) is None and payload.get(change.key) is not None:
+            cfg = dataclasses.replace(cfg, **{change.key: payload[change.key]})
     generator = build_generator(cfg)
     weights = payload.get("generator_ema") if ema and payload.get("generator_ema") else payload["generator"]
     load_weights(generator, weights, f"snapshot {origin}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from paddle_gan_kit import changes
 from paddle_gan_kit.errors import GanKitError
 from paddle_gan_kit.models import efficientnet_lite
 from paddle_gan_kit.models.dcgan import Discriminator, Generator
@@ -49,9 +50,9 @@ def state_arrays(model) -> dict:
     return {k: v.numpy() for k, v in model.state_dict().items()}
 
 
-# buffers added after snapshots were first written, and the value those runs trained with
-# (condition_weight 1: the class at full weight), which a snapshot without one loads
-ADDED_BUFFERS = {"condition_weight": 1.0}
+# buffers added after snapshots were first written, and the value those runs trained with, which a
+# snapshot without one loads (changes.CHANGES)
+ADDED_BUFFERS = changes.added_buffers()
 
 
 def load_weights(model, state: dict, origin: str) -> None:
