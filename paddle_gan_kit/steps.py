@@ -111,10 +111,8 @@ class AdversarialStep:
 
     def _adam(self, model, lr: float):
         # use_multi_tensor: one update over all of a net's parameters instead of one kernel per
-        # tensor (like PyTorch's foreach Adam). A DCGAN-64 G+D update on 1 thread: 43-46 -> 16-23
-        # ms; whole WGAN-GP steps (5 critic updates each) 3-14% faster on 2 threads, DCGAN-64
-        # about the same (docs/speed.md). Weights agree with the per-tensor update's to ~2e-7
-        # after 3 steps, not bit for bit.
+        # tensor (like PyTorch's foreach Adam; docs/speed.md has what it saves). Its weights agree
+        # with the per-tensor update's to float rounding, not bit for bit.
         params = [p for p in model.parameters() if not p.stop_gradient]
         return paddle.optimizer.Adam(learning_rate=lr, beta1=self.cfg.beta1, beta2=self.cfg.beta2, parameters=params,
                                      use_multi_tensor=True)

@@ -1,8 +1,9 @@
-// Convolutions on the CPU through oneDNN, as three Paddle custom operators.
+// Convolutions on the CPU through oneDNN, and the elementwise passes around them, as Paddle custom
+// operators (14 of them, each built with PD_BUILD_OP below).
 //
 // Paddle's eager CPU convolution is im2col + one GEMM per sample; oneDNN (which the Paddle wheel
-// ships as libdnnl.so.3) has direct convolution kernels for the same maths. The three operators
-// are the three products of a convolution, each the adjoint of another, so Python chains them
+// ships as libdnnl.so.3) has direct convolution kernels for the same maths. The three convolution
+// operators are the three products of a convolution, each the adjoint of another, so Python chains them
 // into convolution and transposed convolution differentiable to any order (fastconv/__init__.py):
 //
 //   pgk_conv_forward(X, W)        Y  = conv(X, W)                    X (N,IC,IH,IW), W (OC,IC/G,KH,KW)
@@ -13,8 +14,8 @@
 // "SAME" padding at stride 2 is asymmetric) and groups G (G = IC = OC: a depthwise convolution).
 //
 // Into at most 4 channels (a generator's last layer, a discriminator's input gradient),
-// pgk_conv_backward_data runs on its own vectorised loops instead (BackwardDataDirect): oneDNN's
-// kernels took 5-11x its forward time there.
+// pgk_conv_backward_data runs on its own vectorised loops instead (BackwardDataDirect), where
+// oneDNN's kernels are several times slower than the forward (docs/speed.md).
 //
 // and one for the activations between them (oneDNN's eltwise kernels, vectorised and threaded,
 // where Paddle's CPU elementwise kernels run on one thread):

@@ -109,9 +109,8 @@ class BatchNorm2D(nn.BatchNorm2D):
     """``nn.BatchNorm2D`` (same parameters, buffers and initialisation, so snapshots load
     either way) that, in training mode on the CPU inside ``differentiable_twice()``, is built
     from primitives: Paddle's CPU double-grad kernel of batch norm is slow and grows faster than
-    the channels (one double backward on one thread: 2.2 s at (64, 32, 8, 8), 15.5 s at
-    (64, 128, 8, 8), against 25 ms here at the latter), which made R1 or a gradient penalty on
-    the DCGAN discriminator 18x slower per step. Everywhere else (first-order passes, eval mode,
+    the channels, which made R1 or a gradient penalty on the DCGAN discriminator many times
+    slower per step (docs/speed.md has the numbers). Everywhere else (first-order passes, eval mode,
     the GPU) it is Paddle's fused kernel. Its output equals the fused kernel's within float
     rounding; it leaves the running statistics alone (updating them in place would invalidate
     the graph of the discriminator pass before it, which holds them), so those average the loss
@@ -220,9 +219,8 @@ class SampleLayerNorm(nn.Layer):
         # (the per-sample and per-channel factors spread to full size), so every elementwise
         # operation is between tensors of one shape. Paddle's CPU matmul is threaded and its
         # derivatives are matmuls; its broadcasting elementwise kernels, and their double grads,
-        # reduce on one thread. At (64, 128, 16, 16) forward, gradient and double backward took
-        # 157 ms in the earlier broadcasting form and 106 ms in this one. Two passes (centre,
-        # then square) keep the variance free of E[x^2] - E[x]^2 cancellation.
+        # reduce on one thread (docs/speed.md). Two passes (centre, then square) keep the
+        # variance free of E[x^2] - E[x]^2 cancellation.
         n, c, h, w = x.shape
         d = c * h * w
         mean_of = paddle.full([d, 1], 1.0 / d, dtype=x.dtype)  # (D, 1)

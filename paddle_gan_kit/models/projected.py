@@ -54,9 +54,8 @@ def bilinear_matrix(out: int, side: int, align_corners: bool) -> np.ndarray:
 
 def resize_bilinear(x, out: int, align_corners: bool = False):
     """Square maps (N, C, S, S) -> (N, C, out, out), bilinear, as two matrix products with the
-    fixed interpolation matrix: equal to ``F.interpolate`` (a test holds it to 1e-6) and several
-    times faster on the CPU, forward and backward, where Paddle's interpolation runs on one thread
-    (it took half of a projected D's step before)."""
+    fixed interpolation matrix: equal to ``F.interpolate`` (a test holds it to 1e-6), and threaded
+    on the CPU, forward and backward, where Paddle's interpolation runs on one thread."""
     matrix = paddle.to_tensor(bilinear_matrix(out, x.shape[-1], align_corners))
     return paddle.matmul(paddle.matmul(matrix, x), matrix, transpose_y=True)
 
