@@ -56,36 +56,46 @@ def curve(run: str, every: int, n: int, mobilenet_every: int, judge: cuts.CutJud
         yield record
 
 
-def plot(records: list, path: str) -> None:
+def plot(records: list, path: str, step_seconds: dict) -> None:
+    """The curves against minutes of training: a run's own ``train_seconds``, or its steps times
+    ``step_seconds[run]`` (a step's time measured on a quiet machine) for runs without them."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(9, 3.4))
-    left, right = fig.subplots(1, 2)
+    fig = Figure(figsize=(11, 3.3))
+    axes = fig.subplots(1, 3)
     for run in dict.fromkeys(r["run"] for r in records):
         mine = [r for r in records if r["run"] == run]
-        x = [r["minutes"] or r["step"] for r in mine]
-        left.plot(x, [r["cut_recognised_ratio"] for r in mine], label=run, lw=1.3)
-        right.plot(x, [r["cuts_found"] for r in mine], label=run, lw=1.3)
-    left.set_ylabel("recognised / real gems' rate")
-    right.set_ylabel("cuts found (of 10)")
-    right.set_ylim(0, 10.5)
-    for ax in (left, right):
-        ax.set_xlabel("minutes of training (1 thread each)")
+        x = [r["minutes"] or r["step"] * step_seconds.get(run, 0) / 60 or r["step"] for r in mine]
+        for ax, key in zip(axes, ("cut_recognised_ratio", "cuts_found", "cut_fd")):
+            ax.plot(x, [r[key] for r in mine], label=run, lw=1.3, marker=".", ms=3)
+    for ax, label in zip(axes, ("recognised / real gems' rate", "cuts found (of 10)", "cut-judge FD")):
+        ax.set_ylabel(label)
+        ax.set_xlabel("minutes of training" + (" (steps x quiet step time)" if step_seconds else ""))
         ax.grid(alpha=0.3)
-    left.legend(fontsize=7)
+    axes[0].axhline(0.7, color="grey", lw=0.8, ls="--")
+    axes[1].set_ylim(0, 10.5)
+    axes[0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("runs", nargs="+", help="run directories on the built-in gems")
+    parser.add_argument("runs", nargs="*", help="run directories on the built-in gems")
     parser.add_argument("--every", type=int, default=1000, help="score snapshots at multiples of this step")
     parser.add_argument("--n", type=int, default=1000, help="generated and real pictures per score")
     parser.add_argument("--mobilenet", type=int, default=0, help="add the MobileNetV2 FD every this many steps")
     parser.add_argument("--plot", help="PNG of the curves")
     parser.add_argument("--json", help="write every record to this JSON file")
+    parser.add_argument("--from-json", nargs="+", help="plot records written by --json instead of scoring runs")
+    parser.add_argument("--step-seconds", nargs="+", default=[], metavar="RUN=S",
+                        help="for runs whose snapshots lack train_seconds: a step's seconds, for the plot's x axis")
     args = parser.parse_args()
+    step_seconds = {k: float(v) for k, v in (item.split("=") for item in args.step_seconds)}
+    if args.from_json:
+        records = [r for path in args.from_json for r in json.load(open(path))]
+        plot(records, args.plot, step_seconds)
+        return 0
     judge = cuts.CutJudge()
     records = []
     for run in args.runs:
@@ -96,7 +106,7 @@ def main() -> int:
         with open(args.json, "w") as f:
             json.dump(records, f, indent=1)
     if args.plot:
-        plot(records, args.plot)
+        plot(records, args.plot, step_seconds)
     return 0
 
 
