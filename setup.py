@@ -9,7 +9,7 @@ from setuptools import find_packages, setup
 
 setup(
     name="paddle_gan_kit",
-    version="0.2.0",
+    version="0.3.0",
     description="DCGAN and WGAN-GP training, sampling and latent-walk GIFs on PaddlePaddle 2.6 and 3.x",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",

@@ -20,7 +20,7 @@ _runtime.import_paddle()
 from paddle_gan_kit.errors import GanKitError  # noqa: E402
 from paddle_gan_kit.config import TrainConfig  # noqa: E402
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 
 def load_generator(path, snapshot=None):
