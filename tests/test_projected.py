@@ -289,3 +289,16 @@ def test_the_command_line_trains_the_projected_d_with_the_real_weights(tmp_path,
     assert [s for s, _ in scalars["train/loss_d"]] == [1, 2, 3] and images["samples"] >= 1
     payload = params_of(str(out), 3)
     assert payload["backbone"]["sha256"] == efficientnet_lite.WEIGHTS_SHA256 and payload["config"]["backbone_size"] == 32
+
+
+def test_the_projected_step_reuses_the_fakes_features(tmp_path, tiny_npy, use_lite0, monkeypatch):
+    """With one D update per G update the frozen network sees each step's real and generated batch
+    once: G's update reads the features D's update computed (with their graph), no third pass."""
+    trainer = Trainer(tiny_projected(tmp_path / "run", tiny_npy, steps=3, snapshot_every=3), progress=False)
+    D = trainer.objective.discriminator
+    seen = []
+    original = D.mixed_features
+    monkeypatch.setattr(D, "mixed_features", lambda x: seen.append(x.stop_gradient) or original(x))
+    trainer.fit()
+    # per step: the fakes (with a graph, for G's update) and the reals (none); never the fakes again
+    assert seen == [False, True] * 3
