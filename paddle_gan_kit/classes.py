@@ -31,8 +31,13 @@ class Classes:
         the names were kept in the config); none for an unconditional run."""
         if not cfg.conditional:
             return cls()
-        names = list(cfg.class_names or [])
-        return cls(names + [str(i) for i in range(len(names), int(cfg.n_classes))])
+        return cls.named(cfg.class_names, int(cfg.n_classes))
+
+    @classmethod
+    def named(cls, names, n: int) -> "Classes":
+        """``n`` classes, the first named by ``names`` and the rest by their index."""
+        names = list(names or [])[:n]
+        return cls(names + [str(i) for i in range(len(names), n)])
 
     @classmethod
     def for_training(cls, cfg, data) -> "Classes":
@@ -51,7 +56,7 @@ class Classes:
         if found > wanted:
             raise GanKitError(f"the data have labels up to {found - 1}, more than n_classes={wanted}; raise n_classes "
                               "or leave it unset")
-        return cls(names[:wanted] + [str(i) for i in range(len(names), wanted)])
+        return cls.named(names, wanted)
 
     def __len__(self) -> int:
         return len(self.names)

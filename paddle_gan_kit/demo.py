@@ -38,7 +38,7 @@ def main(argv=None) -> int:
 
     runtime_archive(args.runtime, args.download)  # one line before anything is exported
     folder = tempfile.mkdtemp(prefix="pgk-demo-")
-    signal.signal(signal.SIGTERM, lambda signum, frame: (_ for _ in ()).throw(KeyboardInterrupt()))
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops it as Ctrl-C does
     server = None
     try:
         site = os.path.join(folder, "site")

@@ -26,8 +26,7 @@ from paddle_gan_kit.data import BUILTIN_PREFIX, is_builtin_gems, load_images, lo
 from paddle_gan_kit.errors import ArgumentParser, GanKitError, cli_entry
 from paddle_gan_kit.metrics import Evaluator, parse_metrics
 from paddle_gan_kit.metrics.cuts import CUTS, THRESHOLD
-from paddle_gan_kit.metrics.evaluator import (EXTRACTOR_CHOICES, KID_SUBSET_SIZE, KID_SUBSETS, choose_extractor,
-                                              default_metrics)
+from paddle_gan_kit.metrics.evaluator import EXTRACTOR_CHOICES, KID_SUBSET_SIZE, KID_SUBSETS
 from paddle_gan_kit.metrics.inception import WEIGHTS_ENV
 from paddle_gan_kit.run import generator_from_payload, resolve_snapshot, run_dir_of
 
@@ -76,11 +75,10 @@ def evaluate_run(run: str, metrics=None, n: int = DEFAULT_N, real: str | None = 
     step = int(payload["step"])
     generator, cfg = generator_from_payload(payload, snap_path)
     data = load_real(real, cfg, run_dir)
-    if metrics is None:
-        metrics = default_metrics(choose_extractor(extractor, data.images, data.labels),
-                                  is_builtin_gems(real if real is not None else cfg.data))
     evaluator = Evaluator(data.images, data.labels, extractor=extractor, n=n, weights=weights, seed=seed,
-                          batch_size=64, metrics=metrics, download=download)
+                          batch_size=64, metrics=metrics, download=download,
+                          gems=is_builtin_gems(real if real is not None else cfg.data))
+    metrics = evaluator.metrics
     log(f"evaluating {os.path.basename(snap_path)} (step {step}) against {data.description}: {evaluator.describe()}")
     scores = evaluator(generator, cfg.z_dim, cfg.z_dist, cfg.conditional)
 

@@ -31,7 +31,6 @@ from paddle_gan_kit.errors import GanKitError
 from paddle_gan_kit.images import grid_columns
 from paddle_gan_kit.latent import draw_latents
 from paddle_gan_kit.metrics import Evaluator
-from paddle_gan_kit.metrics.evaluator import choose_extractor, default_metrics
 from paddle_gan_kit.models import count_parameters, efficientnet_lite
 from paddle_gan_kit.rng import seed_step
 from paddle_gan_kit.run import Diverged, Run
@@ -209,9 +208,8 @@ class Trainer:
         cfg = self.cfg
         if cfg.eval_every <= 0:
             return None
-        extractor = choose_extractor(cfg.eval_extractor, self.data.images, self.data.labels)
-        return Evaluator(self.data.images, self.data.labels, extractor, cfg.eval_n, cfg.eval_weights,
-                         seed=cfg.seed, metrics=default_metrics(extractor, is_builtin_gems(cfg.data)))
+        return Evaluator(self.data.images, self.data.labels, cfg.eval_extractor, cfg.eval_n, cfg.eval_weights,
+                         seed=cfg.seed, gems=is_builtin_gems(cfg.data))
 
     def real_batch(self):
         """Next real batch, float32 (B, C, H, W) in [-1, 1], and its int64 (B,) labels for a

@@ -97,6 +97,18 @@ def _weights_sha256(path: str) -> str:
         return hashlib.sha256(f.read()).hexdigest()
 
 
+def read_net(net: CutNet, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``net``'s (probabilities (N, 10), features (N, 128)) float64 of uint8 (N, H, W, 3) pictures."""
+    x = judge_input(images)
+    probs, feats = [], []
+    with paddle.no_grad():
+        for s in range(0, len(x), 500):
+            f = net.features(paddle.to_tensor(x[s:s + 500]))
+            feats.append(f.numpy())
+            probs.append(nn.functional.softmax(net.head(f), axis=1).numpy())
+    return np.concatenate(probs).astype(np.float64), np.concatenate(feats).astype(np.float64)
+
+
 class CutJudge:
     """The trained judge. ``judge(images)`` -> (N, 128) float64 features (a feature extractor, as
     the Evaluator's others); ``probabilities(images)`` -> (N, 10); ``predict`` -> (N,) cut index.
@@ -138,14 +150,7 @@ class CutJudge:
     def read(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """uint8 (N, H, W, 3) -> (probabilities (N, 10) of the cuts in :data:`CUTS` order,
         penultimate features (N, 128)), float64, in one pass."""
-        x = judge_input(images)
-        probs, feats = [], []
-        with paddle.no_grad():
-            for s in range(0, len(x), 500):
-                f = self.net.features(paddle.to_tensor(x[s:s + 500]))
-                feats.append(f.numpy())
-                probs.append(nn.functional.softmax(self.net.head(f), axis=1).numpy())
-        return np.concatenate(probs).astype(np.float64), np.concatenate(feats).astype(np.float64)
+        return read_net(self.net, images)
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:
         return self.read(images)[0]
@@ -189,9 +194,9 @@ def hue_histogram(hues: np.ndarray) -> np.ndarray:
     return counts / max(counts.sum(), 1.0)
 
 
-def found(shares: np.ndarray, reference: np.ndarray, floor: float = 0.0) -> np.ndarray:
-    """Which entries of ``reference`` (above ``floor``) ``shares`` fill at no less than a third."""
-    return (reference > floor) & (shares >= FOUND_FRACTION * reference)
+def found(shares: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Which nonzero entries of ``reference`` ``shares`` fill at no less than a third."""
+    return (reference > 0) & (shares >= FOUND_FRACTION * reference)
 
 
 class RealCuts:
@@ -235,7 +240,7 @@ def cut_scores(judge: CutJudge, real: RealCuts, fake: np.ndarray, fake_labels=No
             if mine.sum() == 0:
                 continue
             wanted = real.colours[c] >= 0.05  # the colours the data give this cut, each at 5% or more
-            got = found(hue_histogram(hues[mine]), real.colours[c], floor=0.0) & wanted
+            got = found(hue_histogram(hues[mine]), real.colours[c]) & wanted
             spreads.append(got.sum() / max(wanted.sum(), 1))
         out["colour_spread"] = float(np.mean(spreads))
     return out
@@ -275,11 +280,7 @@ def unrecognisable(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 def accuracy(judge_net: CutNet, images: np.ndarray, labels: np.ndarray) -> float:
     """Share of ``images`` whose most likely cut is their label."""
     judge_net.eval()
-    x = judge_input(images)
-    with paddle.no_grad():
-        pred = np.concatenate([judge_net(paddle.to_tensor(x[s:s + 500])).argmax(axis=1).numpy()
-                               for s in range(0, len(x), 500)])
-    return float((pred == labels).mean())
+    return float((read_net(judge_net, images)[0].argmax(axis=1) == labels).mean())
 
 
 def train_judge(out: str, recipe: dict | None = None, log=print) -> dict:

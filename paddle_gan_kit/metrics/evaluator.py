@@ -66,15 +66,16 @@ class Evaluator:
     with a private ``np.random.default_rng(seed)`` (the same every call) in batches of
     ``batch_size``. ``metrics``: any of "fid", "kid", "coverage", "pr" (precision and recall),
     "cuts" (the cut judge's numbers and its FD, for the built-in gems: ``labels`` are their cuts;
-    see ``metrics.cuts``); default: fid and kid, plus coverage with the classifier. No global RNG
-    state is consumed or changed.
+    see ``metrics.cuts``); default: fid and kid, plus coverage with the classifier and, when
+    ``gems`` says the real images are the built-in gems, cuts. No global RNG state is consumed or
+    changed.
     """
 
     primary = "fid"
 
     def __init__(self, real_images: np.ndarray, labels: np.ndarray | None = None, extractor="auto",
                  n: int = 1000, weights: str | None = None, seed: int = 0, batch_size: int = 64, *,
-                 metrics=None, download: bool = False):
+                 metrics=None, download: bool = False, gems: bool = False):
         real_images = np.asarray(real_images)
         if real_images.dtype != np.uint8 or real_images.ndim != 4 or real_images.shape[-1] not in (1, 3):
             raise MetricsError(f"real images must be uint8 (N, H, W, C) with C = 1 or 3, got {real_images.dtype} "
@@ -88,7 +89,7 @@ class Evaluator:
         built = None if isinstance(extractor, str) else extractor
         self.extractor_name = built.name if built is not None else choose_extractor(extractor, real_images, labels)
         if metrics is None:
-            metrics = default_metrics(self.extractor_name, gems=False)
+            metrics = default_metrics(self.extractor_name, gems)
         self.metrics = parse_metrics(metrics)
         if "coverage" in self.metrics and self.extractor_name != "classifier":
             raise MetricsError("--metrics coverage needs the classifier extractor (labelled grayscale real data); "
